@@ -1,0 +1,1 @@
+"""Provides the board: a live Textual terminal UI over the store (``monitor.tui.app``)."""

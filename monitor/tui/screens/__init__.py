@@ -1,0 +1,1 @@
+"""Provides the board's screens: the board, a conversation, and the modals."""

@@ -1,0 +1,1 @@
+"""Provides the board's widgets: the queue, the header, the side panels."""
