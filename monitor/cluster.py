@@ -103,6 +103,11 @@ class LeasedRunner(SourceRunner):
                 self.inherited = False
             return await super().poll_once(since=since)
 
+    async def evaluate_dirty(self) -> list[Transition]:
+        """Evaluate dirty conversations as :class:`SourceRunner` does, fenced by the lease."""
+        with fenced(self.lease):
+            return await super().evaluate_dirty()
+
     async def refresh_clocks(self) -> list[Transition]:
         """Refresh due clocks as :class:`SourceRunner` does, fenced by the lease."""
         with fenced(self.lease):
@@ -155,7 +160,7 @@ class Worker:
         self._order = preference(self.worker_id, self.sources)
         self.service.scheduler = self.scheduler
         self.scheduler.start()
-        self.service.start_jobs(self.scheduler)
+        self.service.start_jobs(self.scheduler, shared=True)
         log.info("worker %d (%s, pid %d) joined; lease timeout %gs", self.worker_id,
                  self.host, self.pid, self.lease_timeout)
         self._task = asyncio.create_task(self._coordinate(), name="replywatch-coordinator")

@@ -182,6 +182,21 @@ class SourceRunner:
     def _evaluate_due(self) -> list[Transition]:
         return self.evaluator.evaluate_due(self.name, now=self.now())
 
+    async def evaluate_dirty(self) -> list[Transition]:
+        """Evaluate this source's conversations stored but not evaluated (a dismissal).
+
+        Skipped while a poll is in flight: that poll evaluates them as it ends. Every
+        evaluation of a source thus runs under its runner's lock, one at a time.
+        """
+        if self._lock.locked():
+            return []
+        async with self._lock:
+            transitions = await asyncio.to_thread(
+                self.evaluator.evaluate_dirty, now=self.now(), source=self.name
+            )
+        self._publish(transitions)
+        return transitions
+
     async def refresh_clocks(self) -> list[Transition]:
         """Re-evaluate clocks whose warning or deadline passed, without polling."""
         async with self._lock:

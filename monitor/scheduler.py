@@ -104,12 +104,7 @@ class MonitorScheduler:
                 return  # the service is stopping: a refresh waiting for its turn just ends
             raise
         except LeaseLost as err:
-            # Another worker owns the source now: not one more poll from this one.
-            if self.runners.get(name) is runner:
-                self.remove_source(name)
-                log.warning("source %s: lease lost, no longer polled here: %s", name, err)
-                if self.on_lease_lost is not None:
-                    self.on_lease_lost(name, err)
+            self._lease_lost(runner, err)
             return
         except StorageError as err:
             # The store failed mid-poll (a dropped connection): the next poll retries.
@@ -125,6 +120,32 @@ class MonitorScheduler:
             await self._arm_deadline(name, now)
         except StorageError as err:
             log.warning("source %s: cannot arm its next deadline: %s", name, err)
+
+    def _lease_lost(self, runner: SourceRunner, err: LeaseLost) -> None:
+        """Another worker owns the source now: not one more poll or write from this one."""
+        name = runner.name
+        if self.runners.get(name) is runner:
+            self.remove_source(name)
+            log.warning("source %s: lease lost, no longer polled here: %s", name, err)
+            if self.on_lease_lost is not None:
+                self.on_lease_lost(name, err)
+
+    async def evaluate_dirty(self) -> None:
+        """Evaluate, source by source, what was stored but not evaluated (a dismissal).
+
+        Only the sources scheduled here: on a shared store the owner of a source is the
+        only process that evaluates it, under its lease.
+
+        Raises:
+            StorageError: the store failed (the next run tries again).
+        """
+        for runner in list(self.runners.values()):
+            if self._stopping:
+                return
+            try:
+                await runner.evaluate_dirty()
+            except LeaseLost as err:
+                self._lease_lost(runner, err)
 
     def _reschedule(self, name: str, when: datetime) -> None:
         with contextlib.suppress(JobLookupError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -104,11 +104,12 @@ class Service:
         self.scheduler.start(first_poll_in=first_poll_in)
         self.start_jobs(self.scheduler)
 
-    def start_jobs(self, scheduler: MonitorScheduler) -> None:
+    def start_jobs(self, scheduler: MonitorScheduler, *, shared: bool = False) -> None:
         """Add the jobs every process runs besides polls: report, dirty evaluation, alerts.
 
-        A cluster worker polls only the sources it leases but runs these too: alert
-        claims skip what another worker holds, and the weekly report is claimed once.
+        A cluster worker (``shared``) polls only the sources it leases but runs these too:
+        alert claims skip what another worker holds, the weekly report is claimed once,
+        and dirty conversations are evaluated by their source's owner alone.
         """
         if self.config.reports.weekly is not None:
             from monitor.reports.weekly import schedule_weekly
@@ -116,25 +117,42 @@ class Service:
             schedule_weekly(scheduler, self.config, self.store, now=self.now, session=self._session)
         # A board (here or attached from another machine) stores dismissals as events
         # and marks their conversation dirty; this evaluates them within a second.
-        scheduler.every("evaluate-dirty", EVALUATE_DIRTY_EVERY, self._evaluate_dirty)
+        scheduler.every(
+            "evaluate-dirty", EVALUATE_DIRTY_EVERY, self._evaluate_dirty(scheduler, shared=shared)
+        )
         if self.config.alerts and self._session is not None:
             self.delivery = DeliveryWorker(
                 self.store, self.config.alerts, self._session, now=self.now
             )
             scheduler.every("alerts:deliver", TICK_EVERY, self.delivery.tick)
 
-    async def _evaluate_dirty(self) -> None:
-        """Evaluate conversations stored but not evaluated (e.g. a board's dismissal)."""
-        try:
-            transitions = await asyncio.to_thread(self.evaluator.evaluate_dirty, now=self.now())
-        except StorageError as err:
-            if not self._dirty_failing:  # once when it starts failing, not every second
-                log.warning("evaluating dirty conversations failed: %s", err)
-            self._dirty_failing = True
-            return
-        self._dirty_failing = False
-        if transitions and self.on_transitions is not None:
-            self.on_transitions(transitions)
+    def _evaluate_dirty(
+        self, scheduler: MonitorScheduler, *, shared: bool
+    ) -> Callable[[], Awaitable[None]]:
+        """The job evaluating conversations stored but not evaluated (a board's dismissal).
+
+        Each polled source's under its runner's lock, so one evaluation of a source runs
+        at a time; alone on the store, also those of sources not polled (disabled ones).
+        """
+
+        async def job() -> None:
+            try:
+                await scheduler.evaluate_dirty()
+                if not shared:
+                    transitions = await asyncio.to_thread(
+                        self.evaluator.evaluate_dirty, now=self.now(),
+                        exclude=frozenset(scheduler.runners),
+                    )
+                    if transitions and self.on_transitions is not None:
+                        self.on_transitions(transitions)
+            except StorageError as err:
+                if not self._dirty_failing:  # once when it starts failing, not every second
+                    log.warning("evaluating dirty conversations failed: %s", err)
+                self._dirty_failing = True
+                return
+            self._dirty_failing = False
+
+        return job
 
     @property
     def polls(self) -> int:
