@@ -124,8 +124,10 @@ async def farm(count: int, *, history: int = 0, prefix: str = "m") -> AsyncItera
 def write_config(
     path: Path, database: str, sources: list[FakeSource], *, lease_timeout: float = 3.0,
     poll_every: float = 0.5, first_response: str = "2s", cluster: bool = True, limit: int = 40,
+    alert_url: str | None = None,
 ) -> Path:
-    """Write a worker config: every source, one policy, the cluster settings."""
+    """Write a worker config: every source, one policy, the cluster settings, and with
+    ``alert_url`` a signed webhook target for breaches, grouped over one second."""
     lines = [
         "[monitor]", f'database = "{database}"', 'lookback = "1h"',
         "[cluster]", f"enabled = {str(cluster).lower()}", f'lease_timeout = "{lease_timeout}s"',
@@ -137,6 +139,11 @@ def write_config(
             f'poll_every = "{poll_every}s"', f"limit = {limit}",
         ]
     lines += ["[[policies]]", 'name = "social"', f'first_response = "{first_response}"']
+    if alert_url is not None:
+        lines += [
+            "[[alerts]]", 'name = "chat"', 'kind = "webhook"', f'url = "{alert_url}"',
+            'secret = "cluster-test-signing-key"', 'on = ["breached"]', 'group_window = "1s"',
+        ]
     path.write_text("\n".join(lines) + "\n")
     os.chmod(path, 0o600)
     return path

@@ -29,6 +29,7 @@ from cluster_env import (
     workers,
     write_config,
 )
+from receivers import Received, Reply, receive
 
 POSTGRES = os.environ.get("REPLYWATCH_TEST_DATABASE_URL")
 pytestmark = pytest.mark.skipif(
@@ -253,5 +254,54 @@ async def test_a_paused_worker_writes_nothing_stale_when_it_wakes(
             served.mention_all()
             await _all_stored(database, served)
             _assert_exact(database, served)
-            assert f"source {mine[0]}: lease lost" in victim.output()
+            # Whichever comes first on waking, its heartbeat or the refused write, says so.
+            said = victim.output()
+            assert f"source {mine[0]}: lease lost" in said or f"source {mine[0]} dropped" in said
             _no_traceback(running)
+
+
+def _delivered(requests: list[Received]) -> dict[str, list[tuple[str, str]]]:
+    """Idempotency key -> the (source, conversation) of each breach its message carried."""
+    messages: dict[str, list[tuple[str, str]]] = {}
+    for request in requests:
+        key = request.header("Idempotency-Key") or ""
+        items = [(item["source"], item["conversation"]) for item in request.json()["items"]]
+        assert messages.setdefault(key, items) == items, "a retry carried other alerts"
+    return messages
+
+
+async def test_three_workers_drain_one_outbox_exactly_once(
+    tmp_path: Path, database_url: str, database: Database
+) -> None:
+    """Three workers deliver from one outbox; the receiver answers slowly, so their claims
+    overlap. Every breach reaches chat in exactly one message, and after a worker is killed
+    the two left deliver the next breaches the same way."""
+    sources = 6
+    async with farm(sources) as served, receive("webhook", ok=Reply(204, delay=0.3)) as chat:
+        config = write_config(
+            tmp_path / "config.toml", database_url, served.sources, alert_url=chat.url
+        )
+        async with workers(config, tmp_path, 3) as running:
+            ids = await _joined(database, running)
+            await eventually(lambda: _balanced(database, ids, sources), 20)
+            for round_ in range(2):
+                for _wave in range(4):  # breaches due in waves: several groups, several claims
+                    served.mention_all()
+                    await asyncio.sleep(1.5)
+                await _all_stored(database, served)
+                await eventually(
+                    lambda: database.scalar(
+                        "SELECT count(*) FROM alert_outbox WHERE status = 'delivered'"
+                    ) == served.held, 30,
+                )
+                messages = _delivered(chat.requests)
+                carried = [alert for items in messages.values() for alert in items]
+                assert len(carried) == len(set(carried)) == served.held
+                if round_ == 0:
+                    assert len(messages) > 1
+                    assert len(chat.requests) == len(messages)  # no retry either
+                    running[0].signal(signal.SIGKILL)
+                    await eventually(lambda: _balanced(database, ids[1:], sources), 20)
+            assert database.scalar("SELECT count(*) FROM alert_outbox") == served.held
+            _assert_exact(database, served)
+            _no_traceback(running[1:])
