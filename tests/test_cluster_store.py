@@ -31,7 +31,7 @@ from monitor.storage import (
     WorkerSession,
     fenced,
 )
-from monitor.storage.cluster import _FENCE, RESYNC, notice_payload, parse_notice
+from monitor.storage.cluster import _FENCE, LOST, RESYNC, notice_payload, parse_notice
 from monitor.storage.copy import copied_tables
 
 POSTGRES = os.environ.get("REPLYWATCH_TEST_DATABASE_URL")
@@ -353,8 +353,11 @@ def test_claim_once_among_racing_workers(pg_url: str) -> None:
         ('{"table": 3}', None),
         ('{"table":"events","source":{"x":1}}', None),
         ('{"table":"events","source":"desk","ids":[1, 2]}', None),
+        ('{"table":"!","source":null,"ids":null}', None),
+        ('{"table":"*","source":null,"ids":null}', None),
     ],
-    ids=["ids", "all", "garbage", "list", "bad-table", "bad-source", "bad-ids"],
+    ids=["ids", "all", "garbage", "list", "bad-table", "bad-source", "bad-ids", "forged-lost",
+         "forged-resync"],
 )
 def test_notice_payloads_from_anyone_never_crash(payload: str, expected: Any) -> None:
     """Anyone may NOTIFY the channel: only well-formed notices are taken."""
@@ -424,12 +427,14 @@ async def test_a_listener_sees_an_ingest_of_another_process_within_a_second(
 
 @needs_postgres
 async def test_a_listener_reconnects_and_asks_for_a_resync(store: Store, pg_url: str) -> None:
-    """A listener whose connection is killed comes back by itself and says RESYNC first."""
+    """A listener whose connection is killed says so (LOST), comes back by itself and says
+    RESYNC first."""
     notices = store.listen(retry_every=0.1)
     try:
         assert await anext(notices) == RESYNC
         _sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                      " WHERE application_name = 'replywatch listener' AND pid <> pg_backend_pid()")
+        assert await asyncio.wait_for(anext(notices), 10) == LOST
         assert await asyncio.wait_for(anext(notices), 10) == RESYNC
         await asyncio.to_thread(_ingest, store, 1)
         assert await asyncio.wait_for(anext(notices), 5) == ChangeNotice("sources", "desk", ())
@@ -646,3 +651,49 @@ async def test_a_cluster_worker_runs_alert_delivery_and_the_shared_jobs(pg_url: 
             assert worker is not None
             jobs = {job.id for job in worker.scheduler.scheduler.get_jobs()}
     assert {"alerts:deliver", "evaluate-dirty"} <= jobs
+
+
+async def test_a_worker_evaluates_only_the_sources_it_leases(pg_url: str) -> None:
+    """Dirty conversations are evaluated by their source's owner alone: two workers
+    evaluating one conversation at once would both record its breach."""
+    from monitor.cluster import cluster_worker
+    from monitor.config import parse_config
+    from monitor.service import Service
+
+    sources = [
+        {"name": name, "kind": "mastodon", "base_url": "http://127.0.0.1:9",
+         "token": "t", "account": "brand", "poll_every": "1h"}
+        for name in SOURCES
+    ]
+    config = parse_config({
+        "monitor": {"database": pg_url},
+        "cluster": {"lease_timeout": "3s"},
+        "policies": [{"name": "social", "first_response": "6m"}],
+        "sources": sources,
+    })
+    with Store.open(pg_url) as opened:
+        opened.register_sources([(name, "mastodon") for name in SOURCES])
+        other = _join(opened, 2)
+        try:
+            # The other worker holds "social"; ours gets its fair share, "desk".
+            assert [lease.source for lease in opened.acquire_leases(
+                other, ["social"], limit=1, lease_timeout=TTL)] == ["social"]
+            async with Service(config, opened) as service, cluster_worker(service) as worker:
+                assert worker is not None
+                for _ in range(100):
+                    if set(worker.leases) == {"desk"}:
+                        break
+                    await asyncio.sleep(0.05)
+                assert set(worker.leases) == {"desk"}
+                _ingest(opened, 1, "desk")
+                _ingest(opened, 2, "social")
+                for _ in range(100):
+                    if not opened.dirty_conversations("desk"):
+                        break
+                    await asyncio.sleep(0.05)
+                assert opened.dirty_conversations("desk") == []
+                await asyncio.sleep(1.5)  # the evaluate-dirty job runs every second
+                assert opened.dirty_conversations("social") == [("social", "c2")]
+            assert _sql(pg_url, "SELECT source FROM clocks GROUP BY source") == [("desk",)]
+        finally:
+            other.close()

@@ -46,8 +46,9 @@ from monitor.storage.models import clean_text, table
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "replywatch"
-"""The LISTEN/NOTIFY channel of change notices."""
+CHANNEL = "'replywatch_' || md5(coalesce(current_schema(), ''))"
+"""The SQL of the LISTEN/NOTIFY channel of change notices: one per schema, since notices
+go to every listener of the database and two deployments may share one in two schemas."""
 
 WORKER_LOCK = 0x7277_776B
 """First key of every worker's session advisory lock ("rwwk"); the second is its id."""
@@ -111,7 +112,8 @@ class ChangeNotice:
     """What changed in the store: a table, a source, and which conversations (None: all)."""
 
     table: str
-    """``events``, ``clocks``, ``sources``, or ``*`` (reload everything: after a reconnect)."""
+    """``events``, ``clocks``, ``sources``; ``*`` (reload everything: after a reconnect)
+    or ``!`` (the connection dropped: notices are missed until the next ``*``)."""
     source: str | None
     ids: tuple[str, ...] | None
 
@@ -123,6 +125,8 @@ class ChangeNotice:
 
 RESYNC = ChangeNotice("*", None, None)
 """The notice a listener gets on each (re)connection: whatever came before is unknown."""
+LOST = ChangeNotice("!", None, None)
+"""The notice a listener gets when its connection drops: nothing is pushed until RESYNC."""
 
 
 def notice_payload(table_name: str, source: str, ids: Collection[str] | None) -> str:
@@ -145,6 +149,8 @@ def parse_notice(payload: str) -> ChangeNotice | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("table"), str):
         return None
+    if data["table"] in (RESYNC.table, LOST.table):
+        return None  # only the listener itself says these
     source = data.get("source")
     ids = data.get("ids")
     if source is not None and not isinstance(source, str):
@@ -360,8 +366,8 @@ class ClusterQueries:
         if self.dialect != "postgresql":
             return
         self._fetch(
-            connection, "SELECT pg_notify(%s, %s)",
-            (CHANNEL, notice_payload(table_name, source, ids)),
+            connection, f"SELECT pg_notify({CHANNEL}, %s)",
+            (notice_payload(table_name, source, ids),),
         )
 
     # -- workers and leases ------------------------------------------------------------------
@@ -654,7 +660,8 @@ class ClusterQueries:
         """Yield the change notices of every process writing to this store, as they commit.
 
         The first notice, and the first after each reconnection, is :data:`RESYNC`:
-        notices sent while not listening are lost, so the consumer reloads. A silent
+        notices sent while not listening are lost, so the consumer reloads. A dropped
+        connection is :data:`LOST` (the consumer may look for changes itself meanwhile). A silent
         connection is probed every ``keepalive`` seconds; a lost one is retried every
         ``retry_every`` seconds, logged once.
 
@@ -678,7 +685,9 @@ class ClusterQueries:
                 continue
             try:
                 async with connection:
-                    await connection.execute(f"LISTEN {CHANNEL}")
+                    cursor = await connection.execute(f"SELECT {CHANNEL}")
+                    channel = (await cursor.fetchone() or ("replywatch",))[0]
+                    await connection.execute(f'LISTEN "{channel}"')
                     if failing:
                         log.info("%s: listening for changes again", self.display_url)
                         failing = False
@@ -694,4 +703,5 @@ class ClusterQueries:
                     log.warning("%s: lost the change listener: %s; reconnecting",
                                 self.display_url, _one_line(err, self._secret))
                     failing = True
+                yield LOST
                 await asyncio.sleep(retry_every)

@@ -1,10 +1,11 @@
 """Provides BoardApp: the live board over a store, and ``run_board`` to show it.
 
-The app never calls an API. It reads the store in worker threads: a cheap change
-marker four times a second (:meth:`Store.change_marker`, so boards in other processes and
-on other machines see what any worker stored), and the queue, then the panels, whenever
-the marker moves, this process's pipeline says its clocks changed, or (on PostgreSQL)
-a change notice arrives from any process (:meth:`Store.listen`). The loaded queue is
+The app never calls an API. It reads the store in worker threads: the queue, then the
+panels, whenever this process's pipeline says its clocks changed or the store says
+another process changed it. On PostgreSQL every commit is pushed (:meth:`Store.listen`,
+LISTEN/NOTIFY) and nothing is polled while the listener is connected; on SQLite, or
+while the listener reconnects, a cheap change marker is read four times a second
+(:meth:`Store.change_marker`). The loaded queue is
 filtered and sorted in memory (:func:`monitor.storage.board.select_rows`, the same
 rules as the SQL), so a key press never waits for the database. Every second the
 countdowns tick without reloading anything.
@@ -46,6 +47,7 @@ from monitor.storage.board import (
     QueueSort,
     count_states,
 )
+from monitor.storage.cluster import LOST
 from monitor.tui.keys import APP_KEYS, BOARD_KEYS, CONVERSATION_KEYS, Key
 from monitor.tui.messages import (
     ClocksChanged,
@@ -148,6 +150,10 @@ class BoardApp(App[None]):
         self._reload_again = False
         self._checking = False
         self._last_check = 0.0
+        self.pushed = False
+        """Whether changes arrive by push (PostgreSQL's listener is connected)."""
+        self.marker_checks = 0
+        """Times the change marker was read to look for changes (polls)."""
 
     # -- start ----------------------------------------------------------------------------
 
@@ -245,16 +251,20 @@ class BoardApp(App[None]):
     async def _listen(self) -> None:
         """Reload the moment any process commits a change (PostgreSQL LISTEN/NOTIFY).
 
-        The change marker stays the safety net: notices sent while the listener was
-        reconnecting are lost (it then says so, and the board reloads anyway).
+        While the listener is connected nothing is polled; while it reconnects the
+        change marker is read again, and its reconnection reloads the board.
         """
-        async for _notice in self.store.listen():
-            self.request_reload()
+        async for notice in self.store.listen():
+            self.pushed = notice is not LOST
+            if self.pushed:
+                self.request_reload()
 
     def check_for_changes(self) -> None:
         """Ask the store whether anything changed (cheap: four indexed lookups)."""
         if self._checking or self._reloading:
             return
+        if self.pushed and self.database_error is None:
+            return  # PostgreSQL pushes every change
         clock = self._clock_seconds()
         if self.database_error is not None and clock - self._last_check < RETRY_EVERY:
             return
@@ -282,6 +292,7 @@ class BoardApp(App[None]):
     @work(thread=True, group="changes", exit_on_error=False)
     def _read_marker(self) -> None:
         """Read the change marker; reload if it moved (a worker thread)."""
+        self.marker_checks += 1
         try:
             marker = self.store.change_marker()
         except ReplywatchError as err:
