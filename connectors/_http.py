@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from monitor.errors import (
@@ -135,6 +136,22 @@ def header_seconds(headers: Mapping[str, str], name: str) -> float | None:
     return None if seconds is None else max(0.0, seconds)
 
 
+def loads(body: bytes) -> Any:
+    """Parse a JSON body: orjson (three times faster), else the standard library.
+
+    orjson refuses what the standard library lets through (a lone surrogate in an escape,
+    an integer past 64 bits, NaN): such a page is read as the standard library reads it,
+    not refused, so one odd post cannot stop a source.
+
+    Raises:
+        ValueError: the body is not JSON.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
 async def get_json(
     session: aiohttp.ClientSession,
     url: str | URL,
@@ -207,7 +224,7 @@ async def get_json(
     if "json" not in content_type.lower():
         raise ParseError(f"{where}: expected JSON, got {content_type.split(';')[0] or 'no type'}")
     try:
-        payload = json.loads(body)
+        payload = loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise ParseError(f"{where}: body is not valid JSON") from err
     return JsonResponse(payload, response_headers, links, server_time(response_headers))

@@ -666,6 +666,16 @@ async def test_hostile_content_is_kept_as_inert_text(served: Served) -> None:
     assert [(e.id, e.text) for e in events] == [(mention, text)]
 
 
+async def test_a_truncated_emoji_does_not_stop_the_source(served: Served) -> None:
+    """A post cut in the middle of an emoji (a lone surrogate escape, which orjson refuses)
+    is read as the standard library reads it, not refused as a page that is not JSON."""
+    world = served.world
+    mention = world.post(world.add_account("casey", "Casey"), "@acme help \ud83d",
+                         at=START - timedelta(minutes=1))
+    events, _, _ = await drain(served.connector(), None, served.ctx)
+    assert [(e.id, e.text) for e in events] == [(mention, "@acme help \ud83d")]
+
+
 async def test_deleted_mention_is_not_reported(served: Served) -> None:
     """A mention deleted before the poll is gone from the API and from the events."""
     casey = served.world.add_account("casey")
