@@ -2,7 +2,7 @@
 
 Generates incremental ticket-event export pages in the recorded shape (audits with
 Create/Change/Comment child events, sideloaded users), then times the whole path the
-runner takes for each page (json.loads, parse_event_page, record_events, Store.ingest,
+runner takes for each page (the connector's JSON parse, parse_event_page, record_events, Store.ingest,
 and the evaluation of touched conversations every 50,000 events, as the runner does).
 The baseline is raw ``sqlite3`` ``executemany`` of the very same rows into the same
 schema, in the same run, committing once per page like the pipeline.
@@ -25,10 +25,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from connectors._http import loads  # noqa: E402
 from connectors.zendesk import parse_event_page, parse_users, record_events  # noqa: E402
 from monitor.config import parse_config  # noqa: E402
 from monitor.pipeline import Evaluator  # noqa: E402
 from monitor.runner import EVALUATE_EVERY_EVENTS  # noqa: E402
+from monitor.service import tune_collector  # noqa: E402
 from monitor.storage import Store  # noqa: E402
 from monitor.storage.bulk import EVENT_COLUMNS  # noqa: E402
 
@@ -135,7 +137,7 @@ def run_pipeline(pages: list[bytes], users: dict[int, Any], url: str) -> tuple[f
     began = time.perf_counter()
     for number, body in enumerate(pages):
         mark = time.perf_counter()
-        page = parse_event_page(json.loads(body))
+        page = parse_event_page(loads(body))
         events = record_events(page.records, source=SOURCE, subdomain="acme", users=users,
                                groups={})
         stages["parse"] += time.perf_counter() - mark
@@ -195,6 +197,7 @@ def main() -> None:
     pages = _pages(_audits(tickets))
     users = _users(tickets)
     print(f"{len(pages)} pages, {sum(map(len, pages)) / 1e6:.0f} MB of JSON", flush=True)
+    tune_collector()  # as run, demo and backfill do once started
     with tempfile.TemporaryDirectory() as folder:
         raw_path = Path(folder) / "raw.db"
         raw_seconds = run_raw(pages, users, f"sqlite:///{raw_path}", raw_path)

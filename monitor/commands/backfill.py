@@ -21,7 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Backfill the chosen sources and print what each stored."""
-    return asyncio.run(_backfill(load(args), args))
+    from monitor.service import tune_collector
+
+    config = load(args)
+    tune_collector()
+    return asyncio.run(_backfill(config, args))
 
 
 async def _backfill(config: Config, args: argparse.Namespace) -> int:

@@ -50,6 +50,9 @@ def _source_kinds(text: str) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Serve the fakes, load a week of history, then run live."""
+    from monitor.service import tune_collector
+
+    tune_collector()
     return asyncio.run(_demo(args))
 
 

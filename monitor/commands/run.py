@@ -29,8 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Poll every enabled source until stopped."""
+    from monitor.service import tune_collector
+
     config = load(args)
     with open_store(args, config) as store:
+        tune_collector()
         return asyncio.run(_run(config, store, args))
 
 
