@@ -2,8 +2,9 @@
 
 Generates incremental ticket-event export pages in the recorded shape (audits with
 Create/Change/Comment child events, sideloaded users), then times the whole path the
-runner takes for each page (the connector's JSON parse, parse_event_page, record_events, Store.ingest,
-and the evaluation of touched conversations every 50,000 events, as the runner does).
+runner takes for each page (the connectors' JSON parse, parse_event_page, record_events,
+Store.ingest, and the evaluation of touched conversations every 50,000 events, as the
+runner does), with the collector tuned as ``run`` and ``backfill`` tune it.
 The baseline is raw ``sqlite3`` ``executemany`` of the very same rows into the same
 schema, in the same run, committing once per page like the pipeline.
 
