@@ -8,7 +8,7 @@ transaction. Synchronous on purpose: the runner calls it in a worker thread.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
 from monitor.alerts import alert_context, decide
@@ -101,15 +101,10 @@ class Evaluator:
 
         return decide_chunk
 
-    def evaluate_dirty(
-        self, *, now: datetime, source: str | None = None, exclude: Collection[str] = ()
-    ) -> list[Transition]:
-        """Evaluate every conversation ingested since it was last evaluated (of ``source``,
-        or of every source but those in ``exclude``)."""
+    def evaluate_dirty(self, *, now: datetime, source: str | None = None) -> list[Transition]:
+        """Evaluate every conversation ingested since it was last evaluated."""
         transitions: list[Transition] = []
-        while keys := [
-            key for key in self.store.dirty_conversations(source) if key[0] not in exclude
-        ]:
+        while keys := self.store.dirty_conversations(source):
             transitions += self.evaluate_keys(keys, now=now)
         return transitions
 

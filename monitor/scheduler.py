@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.jobstores.base import JobLookupError
@@ -130,8 +131,8 @@ class MonitorScheduler:
             if self.on_lease_lost is not None:
                 self.on_lease_lost(name, err)
 
-    async def evaluate_dirty(self) -> None:
-        """Evaluate, source by source, what was stored but not evaluated (a dismissal).
+    async def evaluate_dirty(self, sources: AbstractSet[str]) -> None:
+        """Evaluate what ``sources`` stored but did not evaluate yet (a dismissal).
 
         Only the sources scheduled here: on a shared store the owner of a source is the
         only process that evaluates it, under its lease.
@@ -139,7 +140,7 @@ class MonitorScheduler:
         Raises:
             StorageError: the store failed (the next run tries again).
         """
-        for runner in list(self.runners.values()):
+        for runner in [self.runners[name] for name in sources if name in self.runners]:
             if self._stopping:
                 return
             try:

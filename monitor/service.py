@@ -147,17 +147,18 @@ class Service:
     ) -> Callable[[], Awaitable[None]]:
         """The job evaluating conversations stored but not evaluated (a board's dismissal).
 
-        Each polled source's under its runner's lock, so one evaluation of a source runs
-        at a time; alone on the store, also those of sources not polled (disabled ones).
+        One read finds the sources with such conversations; each polled one is evaluated
+        under its runner's lock, so one evaluation of a source runs at a time; alone on
+        the store, also those of sources not polled here (disabled ones).
         """
 
         async def job() -> None:
             try:
-                await scheduler.evaluate_dirty()
-                if not shared:
+                dirty = await asyncio.to_thread(self.store.dirty_sources)
+                await scheduler.evaluate_dirty(dirty)
+                for source in [] if shared else sorted(dirty - scheduler.runners.keys()):
                     transitions = await asyncio.to_thread(
-                        self.evaluator.evaluate_dirty, now=self.now(),
-                        exclude=frozenset(scheduler.runners),
+                        self.evaluator.evaluate_dirty, now=self.now(), source=source
                     )
                     if transitions and self.on_transitions is not None:
                         self.on_transitions(transitions)

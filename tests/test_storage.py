@@ -603,9 +603,13 @@ def test_save_evaluations_clears_dirty(store: Store) -> None:
     assert store.dirty_conversations() == [(SOURCE, "1"), (SOURCE, "2"), ("social", "9")]
     assert store.dirty_conversations("social") == [("social", "9")]
     assert store.dirty_conversations(limit=1) == [(SOURCE, "1")]
+    assert store.dirty_sources() == {SOURCE, "social"}
     store.load_events([(SOURCE, "1")])
     store.save_evaluations([record("1", clock("1"))], now=T0)
     assert store.dirty_conversations() == [(SOURCE, "2"), ("social", "9")]
+    store.load_events([(SOURCE, "2")])
+    store.save_evaluations([record("2", clock("2"))], now=T0)
+    assert store.dirty_sources() == {"social"}
 
 
 def test_an_ingest_racing_an_evaluation_keeps_the_conversation_dirty(store: Store) -> None:

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.sql import SQL, Identifier
 from sqlalchemy import Connection, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -661,9 +662,9 @@ class ClusterQueries:
 
         The first notice, and the first after each reconnection, is :data:`RESYNC`:
         notices sent while not listening are lost, so the consumer reloads. A dropped
-        connection is :data:`LOST` (the consumer may look for changes itself meanwhile). A silent
-        connection is probed every ``keepalive`` seconds; a lost one is retried every
-        ``retry_every`` seconds, logged once.
+        connection is :data:`LOST`: until the next RESYNC the consumer looks for changes
+        itself. A silent connection is probed every ``keepalive`` seconds; a lost one is
+        retried every ``retry_every`` seconds, logged once.
 
         Raises:
             StorageError: the store is not on PostgreSQL.
@@ -686,8 +687,9 @@ class ClusterQueries:
             try:
                 async with connection:
                     cursor = await connection.execute(f"SELECT {CHANNEL}")
-                    channel = (await cursor.fetchone() or ("replywatch",))[0]
-                    await connection.execute(f'LISTEN "{channel}"')
+                    row = await cursor.fetchone()
+                    assert row is not None  # one expression selected: one row
+                    await connection.execute(SQL("LISTEN {}").format(Identifier(row[0])))
                     if failing:
                         log.info("%s: listening for changes again", self.display_url)
                         failing = False

@@ -793,6 +793,12 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
             rows = connection.execute(statement.limit(limit)).all()
         return [(row.source, row.conversation) for row in rows]
 
+    def dirty_sources(self) -> set[str]:
+        """Return the sources that have conversations with events not evaluated yet."""
+        statement = select(_conversations.c.source).where(_conversations.c.dirty).distinct()
+        with self._read("listing dirty sources") as connection:
+            return set(connection.execute(statement).scalars())
+
     def due_conversations(self, source: str, until: datetime) -> list[ConversationKey]:
         """Return the conversations of ``source`` with an open clock due to change by ``until``.
 
