@@ -66,6 +66,7 @@ CONFIG: dict[str, Any] = {
             "base_url": "http://127.0.0.1:9",
             "token": "recorded",
         },
+        {"name": "forum", "kind": "github", "repo": "acme/forum", "base_url": "http://127.0.0.1:9"},
     ],
     "policies": [
         {
@@ -79,6 +80,11 @@ CONFIG: dict[str, Any] = {
             "match": {"kinds": ["zendesk"]},
             "first_response": {"urgent": "15m", "high": "1h", "normal": "4h", "low": "8h"},
             "resolution": {"urgent": "4h", "high": "1d", "normal": "3d", "low": "5d"},
+        },
+        {
+            "name": "forum-support",
+            "match": {"kinds": ["github"], "tags": ["support"]},
+            "first_response": "1d",
         },
     ],
 }
@@ -308,6 +314,28 @@ def recorded_events() -> dict[str, list[Event]]:
             text="The docs link is broken.",
             url="https://forum.example/1",
         ),
+        # f2: labelled support and answered, still open: waiting on the customer.
+        Event("forum", "f2", "f2-open", _ago(hours=3), EventKind.STATUS, status=Status.OPEN),
+        Event(
+            "forum",
+            "f2",
+            "f2-labels",
+            _ago(hours=3),
+            EventKind.UPDATE,
+            fields={"tags": ["support"]},
+        ),
+        Event(
+            "forum",
+            "f2",
+            "f2-m1",
+            _ago(hours=3),
+            EventKind.MESSAGE,
+            actor=Actor.CUSTOMER,
+            author="hubot",
+            text="Export to CSV drops the last row.",
+            url="https://forum.example/2",
+        ),
+        _reply("forum", "f2", "f2-r1", _ago(hours=2), "Noah Fischer"),
     ]
     return {"social": social, "desk": desk, "forum": forum}
 
@@ -410,9 +438,9 @@ def test_queue_orders_open_conversations_by_time_left(recorded: Store) -> None:
         ("d6", "running"),  # due in 3h 20m
         ("d5", "running"),  # resolution due in 4 days
         ("d3", "paused"),  # resolution paused in pending
-        ("s4", WAITING),  # last activity 2h 58m ago
-        ("s5", WAITING),  # last activity 1h 50m ago
+        ("f2", WAITING),  # answered 2h ago, still open
         ("f1", NO_POLICY),
+        # s4 and s5, mentions the team answered, have nothing at stake: not open
     ]
 
 
@@ -441,7 +469,9 @@ def test_queue_row_carries_the_most_urgent_clock(recorded: Store) -> None:
     )
     d3 = rows["d3"]
     assert (d3.metric, d3.state, d3.due_at) == (Metric.RESOLUTION, ClockState.PAUSED, None)
-    assert rows["s4"].metric is None
+    assert rows["f2"].metric is None
+    assert "s4" not in rows
+    assert "s5" not in rows
     assert rows["f1"].policy is None
 
 
@@ -466,27 +496,25 @@ def test_queue_keeps_public_text_as_stored(recorded: Store) -> None:
 
 FILTERS = [
     pytest.param(QueueFilter(source="desk"), ["d1", "d2", "d7", "d6", "d5", "d3"], id="source"),
-    pytest.param(QueueFilter(kind="github"), ["f1"], id="kind"),
+    pytest.param(QueueFilter(kind="github"), ["f2", "f1"], id="kind"),
     pytest.param(QueueFilter(priority="urgent"), ["d1"], id="priority"),
     pytest.param(
-        QueueFilter(priority=""), ["s8", "s1", "s2", "s7", "s3", "s4", "s5", "f1"], id="no-priority"
+        QueueFilter(priority=""), ["s8", "s1", "s2", "s7", "s3", "f2", "f1"], id="no-priority"
     ),
     pytest.param(QueueFilter(assignee="Kim Alvarez"), ["d2"], id="assignee"),
     pytest.param(QueueFilter(assignee="", source="desk"), ["d5"], id="unassigned"),
     pytest.param(QueueFilter(group="billing"), ["d2", "d7", "d6", "d3"], id="group"),
-    pytest.param(
-        QueueFilter(channel="mastodon"), ["s8", "s1", "s2", "s7", "s3", "s4", "s5"], id="channel"
-    ),
+    pytest.param(QueueFilter(channel="mastodon"), ["s8", "s1", "s2", "s7", "s3"], id="channel"),
     pytest.param(QueueFilter(state="breached"), ["s8", "s1"], id="state-breached"),
     pytest.param(QueueFilter(state="overdue"), ["d1"], id="state-overdue"),
     pytest.param(QueueFilter(state="at_risk"), ["s2", "d7"], id="state-at-risk"),
     pytest.param(QueueFilter(state="paused"), ["d3"], id="state-paused"),
-    pytest.param(QueueFilter(state=WAITING), ["s4", "s5"], id="state-waiting"),
+    pytest.param(QueueFilter(state=WAITING), ["f2"], id="state-waiting"),
     pytest.param(QueueFilter(state=NO_POLICY), ["f1"], id="state-no-policy"),
     pytest.param(QueueFilter(search="ORDER #4711"), ["s3", "d2"], id="search-case"),
     pytest.param(QueueFilter(search="[b]eve"), ["d7"], id="search-markup-literal"),
     pytest.param(QueueFilter(search="%"), [], id="search-like-escaped"),
-    pytest.param(QueueFilter(search="s4"), ["s4"], id="search-id"),
+    pytest.param(QueueFilter(search="s7"), ["s7"], id="search-id"),
     pytest.param(
         QueueFilter(sort=QueueSort.PRIORITY, source="desk"),
         ["d1", "d2", "d7", "d6", "d3", "d5"],
@@ -576,6 +604,30 @@ def test_state_filter_follows_the_clock(recorded: Store) -> None:
     ]
 
 
+def test_answered_mention_leaves_the_queue_and_a_follow_up_brings_it_back(store: Store) -> None:
+    """A thread without statuses is open while a clock of it is at stake, not forever."""
+    evaluator = Evaluator(config(), store)
+
+    def add_and_list(*events: Event, now: datetime) -> list[str]:
+        store.ingest("social", list(events), {"page": 2}, now, now=now)
+        evaluator.evaluate_dirty(now=now)
+        evaluator.evaluate_due("social", now=now)
+        rows = store.queue(QueueFilter(search="s9"), now=now)
+        return [f"{row.conversation} {queue_state(row, now)}" for row in rows]
+
+    assert add_and_list(_mention("s9", "s9-m1", NOW, "hello?", "gus"), now=NOW) == ["s9 running"]
+    answered = NOW + timedelta(minutes=2)
+    assert add_and_list(_reply("social", "s9", "s9-r1", answered, "acme"), now=answered) == []
+    follow_up = NOW + timedelta(minutes=30)
+    assert add_and_list(_mention("s9", "s9-m2", follow_up, "?", "gus"), now=follow_up) == [
+        "s9 running"
+    ]
+    # Unanswered past due, the breach keeps it in the queue until the reply.
+    late = follow_up + timedelta(minutes=10)
+    assert add_and_list(now=late) == ["s9 breached"]
+    assert add_and_list(_reply("social", "s9", "s9-r2", late, "acme"), now=late) == []
+
+
 def test_queue_limit_keeps_the_most_urgent(recorded: Store) -> None:
     """A limit returns the head of the order."""
     assert [row.conversation for row in recorded.queue(now=NOW, limit=3)] == ["s8", "s1", "d1"]
@@ -589,9 +641,9 @@ def test_queue_counts_count_effective_states(recorded: Store) -> None:
         "at_risk": 2,
         "running": 5,
         "paused": 1,
-        WAITING: 2,
+        WAITING: 1,
         NO_POLICY: 1,
-        "open": 14,
+        "open": 13,
     }
 
 
@@ -637,11 +689,12 @@ def test_today_moves_with_the_timezone(recorded: Store) -> None:
 def test_first_response_times_for_the_sparkline(recorded: Store) -> None:
     """Stopped first replies of the window, oldest first, with their counted seconds."""
     times = recorded.first_response_times(since=_ago(hours=24), until=NOW)
-    # d5 (yesterday, within 24 h), d4, s4, s5 (late), s7.
+    # d5 (yesterday, within 24 h), d4, s4, f2, s5 (late), s7.
     assert times == [
         (_ago(hours=23), 3600),
         (_ago(hours=4, minutes=50), 600),
         (_ago(hours=2, minutes=58), 120),
+        (_ago(hours=2), 3600),
         (_ago(hours=1, minutes=50), 600),
         (_ago(minutes=28), 120),
     ]

@@ -33,7 +33,7 @@ from monitor.tui.screens.conversation import ConversationScreen
 from monitor.tui.screens.modals import DismissModal, FilterModal, HelpModal
 from monitor.tui.widgets.header import Banner
 
-URGENCY = ["s8", "s1", "d1", "s2", "s7", "s3", "d2", "d7", "d6", "d5", "d3", "s4", "s5", "f1"]
+URGENCY = ["s8", "s1", "d1", "s2", "s7", "s3", "d2", "d7", "d6", "d5", "d3", "f2", "f1"]
 """The recorded queue, most urgent first."""
 UNSAFE = ("\x1b", "\u202e", "\u202c", "\x00")
 
@@ -155,7 +155,7 @@ async def test_board_shows_queue_verdict_panels(store: Store) -> None:
         assert shown(app) == URGENCY
         text = screen_text(app)
         assert "✖ 2 BREACHED · 1 OVERDUE" in text
-        assert "14 open" in text
+        assert "13 open" in text
         assert "-44m 00s ✖ breached" in text  # s8, due 44 minutes ago
         assert "-0m 30s ! overdue" in text  # d1, not confirmed yet
         assert "1m 00s ▲ at risk" in text  # s2, due in a minute
@@ -256,7 +256,7 @@ async def test_filter_picker_offers_none_for_optional_attributes(store: Store) -
         await pilot.press("f", "down", "down", "down", "down", "enter")  # Assignee
         await pilot.press("down", "enter")  # none (not set)
         assert app.filters.assignee == ""
-        assert shown(app) == ["s8", "s1", "s2", "s7", "s3", "d5", "s4", "s5", "f1"]
+        assert shown(app) == ["s8", "s1", "s2", "s7", "s3", "d5", "f2", "f1"]
 
 
 async def test_sort_cycles_through_the_orders(store: Store) -> None:

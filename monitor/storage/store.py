@@ -913,15 +913,18 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
         """Save evaluations; return the clock transitions they make, in record order.
 
         One transaction: each conversation's summary is upserted (``is_open``: an open
-        clock, or a status neither solved nor closed and not dismissed; ``next_deadline``:
-        the earliest instant one of its open clocks changes state by itself), its clocks
-        upserted and the ones no longer produced deleted, a transition appended for every
-        clock whose state changed (``previous`` None for a new clock) and for every breach
-        that was waiting for its reply and has stopped (``breached`` to ``breached`` with
-        ``stopped_at`` set: its recovery), and ``dirty``
-        cleared unless an ingest touched the conversation since :meth:`load_events` read
-        it. ``decide`` turns the transitions into outbox items, inserted in the same
-        transaction and idempotent on their key; if it raises, nothing is saved.
+        clock, or a status neither solved nor closed and not dismissed; a thread without
+        statuses, such as a mention, that a policy covers is open only while a clock of it
+        is open or breached and still waiting for its reply, so an answered mention leaves
+        the queue and a follow-up brings it back; ``next_deadline``: the earliest instant
+        one of its open clocks changes state by itself), its clocks upserted and the ones
+        no longer produced deleted, a transition appended for every clock whose state
+        changed (``previous`` None for a new clock) and for every breach that was waiting
+        for its reply and has stopped (``breached`` to ``breached`` with ``stopped_at``
+        set: its recovery), and ``dirty`` cleared unless an ingest touched the
+        conversation since :meth:`load_events` read it. ``decide`` turns the transitions
+        into outbox items, inserted in the same transaction and idempotent on their key;
+        if it raises, nothing is saved.
 
         Raises:
             ValueError: a clock of another conversation, a duplicate key, a naive datetime.
@@ -984,7 +987,16 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
         conversation = record.conversation
         open_clocks = [clock for clock in record.clocks if clock.state in OPEN_STATES]
         wakes = [wake for wake in map(bulk.wake_at, open_clocks) if wake is not None]
-        settled = conversation.status in SOLVED_STATUSES or conversation.dismissed
+        # A breach still waiting for its reply is at stake too, though no longer open.
+        waiting_breach = any(
+            clock.state is ClockState.BREACHED and clock.stopped_at is None
+            for clock in record.clocks
+        )
+        settled = (
+            conversation.status in SOLVED_STATUSES
+            or conversation.dismissed
+            or (conversation.status is None and record.policy is not None and not waiting_breach)
+        )
         codec = self._codec
         source, conversation_id = _stored_key(record.key)
         return {
