@@ -42,11 +42,3 @@ def https_address(value: str, example: str, secret: str = "the token") -> str:
         raise ValueError(f"must use https:// ({secret} would travel in clear text)")
     return value.strip().rstrip("/")
 
-
-def web_address(value: str | None) -> str | None:
-    """An http(s) address without a trailing slash (None stays None); http is accepted."""
-    if value is None:
-        return None
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value.rstrip("/")

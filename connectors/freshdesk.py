@@ -66,7 +66,7 @@ from connectors._json import (
     opt_integer,
     opt_string,
 )
-from connectors._settings import validated, web_address
+from connectors._settings import https_address, validated
 from connectors._text import clip
 from connectors._ticket_sync import (
     Fetch,
@@ -136,7 +136,7 @@ class FreshdeskSettings(SourceSettings):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
-        return web_address(value)
+        return None if value is None else https_address(value, "https://acme.freshdesk.com")
 
     @field_validator("custom_statuses")
     @classmethod

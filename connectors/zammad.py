@@ -68,7 +68,7 @@ from connectors._json import (
     opt_integer,
     opt_string,
 )
-from connectors._settings import validated, web_address
+from connectors._settings import https_address, validated
 from connectors._text import clip, strip_closed_tags
 from connectors._ticket_sync import (
     Fetch,
@@ -134,7 +134,8 @@ class ZammadSettings(SourceSettings):
     @field_validator("url", "base_url")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
-        return web_address(value)
+        # Both may carry the token: ``url`` is the API's address unless base_url is set.
+        return None if value is None else https_address(value, "https://support.example.com")
 
     @field_validator("custom_states")
     @classmethod

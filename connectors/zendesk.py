@@ -74,7 +74,7 @@ from connectors._json import (
 )
 from connectors._limits import RequestWindow
 from connectors._lru import remember
-from connectors._settings import validated, web_address
+from connectors._settings import https_address, validated
 from connectors._text import clip
 from monitor.connector import Batch, Cursor, PollContext, SourceSettings
 from monitor.errors import AuthError
@@ -132,7 +132,7 @@ class ZendeskSettings(SourceSettings):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
-        return web_address(value)
+        return None if value is None else https_address(value, "https://acme.zendesk.com")
 
 
 # --- what the API gives us, validated -------------------------------------------------

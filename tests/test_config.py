@@ -97,6 +97,24 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         {"reports": {"weekly": {"send_to": ["chat"]}}},
         "reports.weekly.send_to: unknown alert target 'chat'",
     ),
+    # A help desk's token must never travel in clear text (plain http only on loopback).
+    (
+        "zendesk-plain-http",
+        {"sources": [{**ZENDESK, "base_url": "http://acme.zendesk.com"}]},
+        "sources[0].base_url: must use https:// (the token would travel in clear text)",
+    ),
+    (
+        "freshdesk-plain-http",
+        {"sources": [{"name": "fd", "kind": "freshdesk", "subdomain": "acme",
+                      "api_key": "${RW_TEST_TOKEN}", "base_url": "http://acme.freshdesk.com"}]},
+        "sources[0].base_url: must use https:// (the token would travel in clear text)",
+    ),
+    (
+        "zammad-plain-http",
+        {"sources": [{"name": "zm", "kind": "zammad", "url": "http://support.acme.example",
+                      "token": "${RW_TEST_TOKEN}"}]},
+        "sources[0].url: must use https:// (the token would travel in clear text)",
+    ),
 ]
 
 
