@@ -161,6 +161,21 @@ def _ticket(
     ]
 
 
+def _issue(conversation: str, at: datetime, author: str, text: str) -> Event:
+    """The opening post of a forum (GitHub) issue."""
+    return Event(
+        "forum",
+        conversation,
+        f"{conversation}-m1",
+        at,
+        EventKind.MESSAGE,
+        actor=Actor.CUSTOMER,
+        author=author,
+        text=text,
+        url=f"https://forum.example/{conversation[1:]}",
+    )
+
+
 def _reply(
     source: str,
     conversation: str,
@@ -303,17 +318,7 @@ def recorded_events() -> dict[str, list[Event]]:
     ]
     forum = [
         # f1: a source no policy covers: no clocks, and the board says so.
-        Event(
-            "forum",
-            "f1",
-            "f1-m1",
-            _ago(hours=1),
-            EventKind.MESSAGE,
-            actor=Actor.CUSTOMER,
-            author="octocat",
-            text="The docs link is broken.",
-            url="https://forum.example/1",
-        ),
+        _issue("f1", _ago(hours=1), "octocat", "The docs link is broken."),
         # f2: labelled support and answered, still open: waiting on the customer.
         Event("forum", "f2", "f2-open", _ago(hours=3), EventKind.STATUS, status=Status.OPEN),
         Event(
@@ -324,17 +329,7 @@ def recorded_events() -> dict[str, list[Event]]:
             EventKind.UPDATE,
             fields={"tags": ["support"]},
         ),
-        Event(
-            "forum",
-            "f2",
-            "f2-m1",
-            _ago(hours=3),
-            EventKind.MESSAGE,
-            actor=Actor.CUSTOMER,
-            author="hubot",
-            text="Export to CSV drops the last row.",
-            url="https://forum.example/2",
-        ),
+        _issue("f2", _ago(hours=3), "hubot", "Export to CSV drops the last row."),
         _reply("forum", "f2", "f2-r1", _ago(hours=2), "Noah Fischer"),
     ]
     return {"social": social, "desk": desk, "forum": forum}
