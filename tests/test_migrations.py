@@ -7,6 +7,7 @@ import io
 import tomllib
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from conftest import ROOT, database_urls
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
+from monitor.config import parse_config
+from monitor.events import Actor, Event, EventKind, Status
+from monitor.pipeline import Evaluator
 from monitor.storage import Store
 from monitor.storage.models import metadata
 from monitor.storage.store import migrations_config
@@ -97,6 +101,40 @@ def test_downgrade_to_base_and_back(database_url: str) -> None:
         head = ScriptDirectory.from_config(migrations_config()).get_current_head()
         assert store.upgrade() == (None, head)
     assert _tables(database_url) == TABLES | {"alembic_version"}
+
+
+def test_0004_closes_answered_mentions_that_the_old_rule_left_open(database_url: str) -> None:
+    """A mention answered before 0004 is stored as open; after the upgrade the next
+    evaluation closes it, and a help-desk ticket is not re-evaluated for nothing."""
+    config = parse_config({
+        "sources": [{"name": "social", "kind": "mastodon", "base_url": "http://127.0.0.1:9",
+                     "token": "t"}],
+        "policies": [{"name": "social", "first_response": "6m"}],
+    })
+    at = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    mention = Event("social", "m1", "m1-1", at, EventKind.MESSAGE, actor=Actor.CUSTOMER)
+    reply = Event("social", "m1", "m1-2", at + timedelta(minutes=2), EventKind.MESSAGE,
+                  actor=Actor.AGENT)
+    ticket = [Event("social", "t1", "t1-1", at, EventKind.STATUS, status=Status.OPEN),
+              Event("social", "t1", "t1-2", at, EventKind.MESSAGE, actor=Actor.CUSTOMER)]
+    later = at + timedelta(hours=1)
+    with Store.open(database_url) as store:
+        store.register_sources([("social", "mastodon")])
+        store.ingest("social", [mention, reply, *ticket], {}, later, now=later)
+        Evaluator(config, store).evaluate_dirty(now=later)
+        assert [row.conversation for row in store.queue(now=later)] == ["t1"]
+    engine = create_engine(_engine_url(database_url))
+    try:
+        with engine.begin() as connection:  # as revision 0003's code stored it
+            connection.execute(text("UPDATE conversations SET is_open = :yes"), {"yes": True})
+    finally:
+        engine.dispose()
+    _migrate(database_url, command.downgrade, "0003")
+    _migrate(database_url, command.upgrade, "head")
+    with Store.open(database_url) as store:
+        assert store.dirty_conversations() == [("social", "m1")]
+        Evaluator(config, store).evaluate_dirty(now=later)
+        assert [row.conversation for row in store.queue(now=later)] == ["t1"]
 
 
 def test_history_is_one_line_of_numbered_revisions() -> None:
