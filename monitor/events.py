@@ -87,6 +87,9 @@ class ClockState(StrEnum):
 OPEN_STATES = frozenset(
     {ClockState.RUNNING, ClockState.AT_RISK, ClockState.PAUSED, ClockState.OVERDUE}
 )
+AT_STAKE_STATES = OPEN_STATES | {ClockState.BREACHED}
+"""The states of a clock "at stake" while it has not stopped: an open clock, or a breach
+still waiting for its reply (the most urgent of all)."""
 
 
 def require_utc(value: datetime, what: str = "timestamp") -> datetime:

@@ -156,7 +156,8 @@ class Service:
             try:
                 dirty = await asyncio.to_thread(self.store.dirty_sources)
                 await scheduler.evaluate_dirty(dirty)
-                for source in [] if shared else sorted(dirty - scheduler.runners.keys()):
+                unpolled = set() if shared else dirty - scheduler.runners.keys()
+                for source in sorted(unpolled):
                     transitions = await asyncio.to_thread(
                         self.evaluator.evaluate_dirty, now=self.now(), source=source
                     )

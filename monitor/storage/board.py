@@ -51,6 +51,7 @@ from sqlalchemy.types import NullType
 
 from monitor.errors import StorageError
 from monitor.events import (
+    AT_STAKE_STATES,
     ClockState,
     Event,
     EventKind,
@@ -81,9 +82,8 @@ WAITING = "waiting"
 NO_POLICY = "no_policy"
 """The queue state of an open conversation that no policy covers (it has no clocks)."""
 
-# A clock "at stake" has not stopped and still counts: a breached clock waiting for its
-# reply is at stake too, and it is the most urgent of all.
-_AT_STAKE = ("running", "at_risk", "paused", "overdue", "breached")
+# A clock "at stake" has not stopped and is in one of these states.
+_AT_STAKE = tuple(sorted(str(state) for state in AT_STAKE_STATES))
 _PRIORITY_RANK = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 
 

@@ -55,6 +55,7 @@ from sqlalchemy.pool import StaticPool
 
 from monitor.errors import StorageError
 from monitor.events import (
+    AT_STAKE_STATES,
     OPEN_STATES,
     SOLVED_STATUSES,
     Clock,
@@ -987,15 +988,13 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
         conversation = record.conversation
         open_clocks = [clock for clock in record.clocks if clock.state in OPEN_STATES]
         wakes = [wake for wake in map(bulk.wake_at, open_clocks) if wake is not None]
-        # A breach still waiting for its reply is at stake too, though no longer open.
-        waiting_breach = any(
-            clock.state is ClockState.BREACHED and clock.stopped_at is None
-            for clock in record.clocks
+        at_stake = any(
+            clock.stopped_at is None and clock.state in AT_STAKE_STATES for clock in record.clocks
         )
         settled = (
             conversation.status in SOLVED_STATUSES
             or conversation.dismissed
-            or (conversation.status is None and record.policy is not None and not waiting_breach)
+            or (conversation.status is None and record.policy is not None and not at_stake)
         )
         codec = self._codec
         source, conversation_id = _stored_key(record.key)

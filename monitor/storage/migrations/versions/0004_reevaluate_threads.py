@@ -6,8 +6,8 @@ Create Date: 2026-11-23
 
 Until this revision a conversation without statuses (a mention) that a policy covers
 stayed open once answered, so the board listed it as waiting for good. The schema is
-unchanged; such conversations stored as open are marked dirty, and the monitor's next
-evaluation (within a second of start) applies the new rule to each.
+unchanged; such conversations stored as open are marked dirty, and the monitor's
+evaluate-dirty job applies the new rule to each once it starts.
 """
 
 from __future__ import annotations
