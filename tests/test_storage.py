@@ -624,6 +624,27 @@ def test_an_ingest_racing_an_evaluation_keeps_the_conversation_dirty(store: Stor
     assert store.dirty_conversations() == []
 
 
+def test_an_evaluation_of_events_added_to_since_is_not_saved(store: Store) -> None:
+    """An evaluation made before an ingest, saved after a newer one, is dropped: the
+    newer clocks stay, and no transition goes back to the older state."""
+    store.ingest(SOURCE, [message("1", "e1")], {}, None, now=T0)
+    stale = Store.open(store.shared_url or "")  # another process, say
+    try:
+        stale.load_events([(SOURCE, "1")])
+        store.ingest(SOURCE, [message("1", "e2", T0 + timedelta(minutes=1))], {}, None, now=T0)
+        store.load_events([(SOURCE, "1")])
+        met = clock("1", ClockState.MET, stopped_at=T0 + timedelta(minutes=1))
+        assert store.save_evaluations([record("1", met)], now=T0) == [
+            Transition(met, None, T0)
+        ]
+        assert stale.save_evaluations([record("1", clock("1"))], now=T0) == []
+    finally:
+        stale.close()
+    assert [c.state for c in store.clocks()] == [ClockState.MET]
+    assert [t.clock.state for t in store.transitions()] == [ClockState.MET]
+    assert store.dirty_conversations() == []
+
+
 def test_summary_open_flag_and_counts(store: Store) -> None:
     """A conversation is open with an open clock, or unsolved and not dismissed."""
     met = clock("solved", ClockState.MET, stopped_at=T0 + timedelta(minutes=5))

@@ -265,10 +265,15 @@ def _sqlite_on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
+def _in_memory(url: URL) -> bool:
+    """True for an SQLite database that lives in one connection's memory."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
 def _create_engine(url: URL) -> Engine:
     """Create the engine for ``url`` with the settings of its backend."""
     if url.get_backend_name() == "sqlite":
-        memory = url.database in (None, "", ":memory:")
+        memory = _in_memory(url)
         engine = create_engine(
             url,
             json_serializer=_json_dumps,
@@ -367,9 +372,12 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
     dialect: str
     """``"sqlite"`` or ``"postgresql"``."""
 
-    def __init__(self, engine: Engine, display_url: str, secret: str | None) -> None:
+    def __init__(
+        self, engine: Engine, display_url: str, secret: str | None, url: str | None = None
+    ) -> None:
         """Wrap an engine; use :meth:`open`, which also checks the schema."""
         self._engine = engine
+        self._url = url
         self._secret = secret
         self.display_url = display_url
         self.dialect = engine.dialect.name
@@ -409,7 +417,7 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
             engine = _create_engine(engine_url)
         except (ArgumentError, NoSuchModuleError, ImportError) as err:
             raise StorageError(f"cannot open database {display}: {_first_line(str(err))}") from err
-        store = cls(engine, display, secret)
+        store = cls(engine, display, secret, None if _in_memory(engine_url) else url)
         try:
             store._check_schema(upgrade=upgrade)
         except SQLAlchemyError as err:
@@ -419,6 +427,12 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
             engine.dispose()
             raise
         return store
+
+    @property
+    def shared_url(self) -> str | None:
+        """The URL another process opens this same database with (None: in memory, not
+        shareable). It holds the password, if any: pass it on, never print it."""
+        return self._url
 
     def close(self) -> None:
         """Release every connection; the store cannot be used afterwards."""
@@ -923,7 +937,10 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
         changed (``previous`` None for a new clock) and for every breach that was waiting
         for its reply and has stopped (``breached`` to ``breached`` with ``stopped_at``
         set: its recovery), and ``dirty`` cleared unless an ingest touched the
-        conversation since :meth:`load_events` read it. ``decide`` turns the transitions
+        conversation since :meth:`load_events` read it. The evaluation of a conversation
+        that an ingest has touched since is not saved at all (it stays dirty): another
+        evaluation, of its newer events, may have been saved meanwhile, and a transition
+        back to an older state would be a lie. ``decide`` turns the transitions
         into outbox items, inserted in the same transaction and idempotent on their key;
         if it raises, nothing is saved.
 
@@ -956,6 +973,24 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
             summary["seen_seq"] = seen[(summary["source"], summary["conversation"])]
         with self._write("saving evaluations") as connection:
             self._fence(connection, {source for source, _conversation in keys})
+            # An evaluation of events that an ingest has added to since they were read
+            # (in another process, alongside) is not saved: it could undo a newer one.
+            stale = {
+                (source, conversation)
+                for source, conversation, sequence in self._select_in(
+                    connection, "source, conversation, ingest_seq", "conversations", keys
+                )
+                if seen[(source, conversation)] not in (-1, sequence)
+            }
+            if stale:
+                records = [r for r, key in zip(records, keys, strict=True) if key not in stale]
+                summaries = [s for s in summaries if (s["source"], s["conversation"]) not in stale]
+                clock_rows = [
+                    self._codec.clock_row(clock, updated_at, record.conversation.channel)
+                    for record in records
+                    for clock in record.clocks
+                ]
+                keys = [key for key in keys if key not in stale]
             previous: dict[tuple[str, str, str, int], ClockState] = {}
             # Breaches stored as still waiting for their reply: if one stops now, the
             # state stays breached, yet the recovery is a transition of its own.
