@@ -38,6 +38,7 @@ from connectors import registry
 from monitor.config import ClusterConfig
 from monitor.errors import LeaseLost, StorageError
 from monitor.events import Transition
+from monitor.pipeline import EvaluationProcess
 from monitor.runner import PollOutcome, SourceRunner
 from monitor.scheduler import MonitorScheduler
 from monitor.service import Service
@@ -88,13 +89,18 @@ class LeasedRunner(SourceRunner):
         runner = cls(
             settings, registry()[settings.kind](settings), template.store, template.evaluator,
             template.session, lookback=template.lookback, now=template.now,
-            on_transitions=template.on_transitions,
+            on_clock_changes=template.on_clock_changes,
         )
         runner.lease = lease
         return runner
 
-    async def poll_once(self, *, since: datetime | None = None) -> PollOutcome:
-        """Poll as :class:`SourceRunner` does, every write fenced by the lease."""
+    async def poll_once(
+        self, *, since: datetime | None = None, helper: EvaluationProcess | None = None
+    ) -> PollOutcome:
+        """Poll as :class:`SourceRunner` does, every write fenced by the lease.
+
+        ``helper`` is not used: its writes, in another process, would not be fenced.
+        """
         with fenced(self.lease):
             if self.inherited:
                 await asyncio.to_thread(

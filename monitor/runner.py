@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections import defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,8 +35,8 @@ from monitor.errors import (
     TransientError,
 )
 from monitor.events import Event, Transition
-from monitor.pipeline import Evaluator
-from monitor.storage import OutboxItem, Store
+from monitor.pipeline import EvaluationProcess, Evaluator
+from monitor.storage import ConversationKey, IngestResult, OutboxItem, Store
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ FATAL_RETRY = 300.0
 MAX_BACKOFF = 300.0
 EVALUATE_EVERY_EVENTS = 50_000
 """During a long chain of pages, stored events are evaluated at least this often."""
+FINISH_PART = 1000
+"""Conversations in one part of a chain's end, shared between the runner and its helper."""
 
 
 def utc_now() -> datetime:
@@ -58,7 +62,8 @@ class PollOutcome:
 
     pages: int
     new_events: int
-    transitions: tuple[Transition, ...]
+    changes: int
+    """Clock state changes its evaluations saved (``Store.transitions`` has them)."""
     error: str | None
     retry_in: float | None
 
@@ -76,7 +81,8 @@ class SourceRunner:
         *,
         lookback: float,
         now: Callable[[], datetime] = utc_now,
-        on_transitions: Callable[[Sequence[Transition]], None] | None = None,
+        on_clock_changes: Callable[[int], None] | None = None,
+        evaluate_every: int = EVALUATE_EVERY_EVENTS,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -86,7 +92,8 @@ class SourceRunner:
         self.session = session
         self.lookback = lookback
         self.now = now
-        self.on_transitions = on_transitions
+        self.on_clock_changes = on_clock_changes
+        self.evaluate_every = evaluate_every
         self.polls = 0
         self.last_poll_started: datetime | None = None
         self._lock = asyncio.Lock()
@@ -97,24 +104,27 @@ class SourceRunner:
         start = since or (self.now() - timedelta(seconds=self.lookback))
         return PollContext(session=self.session, now=self.now, since=start)
 
-    async def poll_once(self, *, since: datetime | None = None) -> PollOutcome:
+    async def poll_once(
+        self, *, since: datetime | None = None, helper: EvaluationProcess | None = None
+    ) -> PollOutcome:
         """Fetch every page the source has now, storing each; never raises ConnectorError.
 
-        With ``since`` (a backfill) the source is re-read from that instant.
+        With ``since`` (a backfill) the source is re-read from that instant. With
+        ``helper``, a long chain of pages is evaluated there while the next pages are
+        fetched and stored here; the last pages are evaluated here, as usual.
         """
         async with self._lock:
-            return await self._poll(since)
+            return await self._poll(since, helper)
 
-    async def _poll(self, since: datetime | None) -> PollOutcome:
+    async def _poll(self, since: datetime | None, helper: EvaluationProcess | None) -> PollOutcome:
         self.polls += 1
         self.last_poll_started = self.now()
         state = await asyncio.to_thread(self.store.source_state, self.name)
         # A backfill re-reads from ``since``; deduplication keeps what is already stored.
         cursor: Cursor | None = None if since is not None else state.cursor
         ctx = self.context(since)
-        pages = new_events = pending = 0
-        transitions: list[Transition] = []
-        chain: list[Event] = []  # stored since the last evaluation, evaluated from memory
+        pages = new_events = 0
+        chain = _Chain(self, helper)
         try:
             while True:
                 batch = await self.connector.poll(cursor, ctx)
@@ -133,35 +143,27 @@ class SourceRunner:
                 )
                 pages += 1
                 new_events += result.new_events
-                pending += result.new_events
-                chain += result.events
+                chain.add(result)
                 cursor = batch.cursor
-                done = not batch.more or pages >= MAX_PAGES_PER_POLL
-                # A conversation spread over many pages of a backfill is evaluated once,
-                # not once per page; live polls (one page) are evaluated at once.
-                if done or pending >= EVALUATE_EVERY_EVENTS:
-                    transitions += await asyncio.to_thread(
-                        self.evaluator.evaluate_batch, chain, now=self.now(), source=self.name
-                    )
-                    pending, chain = 0, []
-                if done:
+                if not batch.more or pages >= MAX_PAGES_PER_POLL:
                     break
+                await chain.step()
         except ConnectorError as err:
-            if pending:
-                transitions += await asyncio.to_thread(
-                    self.evaluator.evaluate_batch, chain, now=self.now(), source=self.name
-                )
-            transitions += await asyncio.to_thread(self._evaluate_due)
-            self._publish(transitions)
-            return await self._failed(err, pages, new_events, transitions)
+            changes = await chain.finish()
+            changes += len(await asyncio.to_thread(self._evaluate_due))
+            self._publish(changes)
+            return await self._failed(err, pages, new_events, changes)
+        finally:
+            await chain.settle()  # interrupted: the helper's evaluation ends before the lock
+        changes = await chain.finish()
         if state.failing_since is not None:
             log.info("source %s recovered after failing since %s", self.name,
                      state.failing_since.isoformat(timespec="seconds"))
         self._failures = 0
-        transitions += await asyncio.to_thread(self._evaluate_due)
-        self._publish(transitions)
+        changes += len(await asyncio.to_thread(self._evaluate_due))
+        self._publish(changes)
         retry_in = 0.0 if pages >= MAX_PAGES_PER_POLL else None
-        return PollOutcome(pages, new_events, tuple(transitions), None, retry_in)
+        return PollOutcome(pages, new_events, changes, None, retry_in)
 
     def _source_alerts(
         self, kind: SourceAlertKind, failing_since: datetime, error: str | None
@@ -194,22 +196,22 @@ class SourceRunner:
             transitions = await asyncio.to_thread(
                 self.evaluator.evaluate_dirty, now=self.now(), source=self.name
             )
-        self._publish(transitions)
+        self._publish(len(transitions))
         return transitions
 
     async def refresh_clocks(self) -> list[Transition]:
         """Re-evaluate clocks whose warning or deadline passed, without polling."""
         async with self._lock:
             transitions = await asyncio.to_thread(self._evaluate_due)
-        self._publish(transitions)
+        self._publish(len(transitions))
         return transitions
 
-    def _publish(self, transitions: Sequence[Transition]) -> None:
-        if transitions and self.on_transitions is not None:
-            self.on_transitions(transitions)
+    def _publish(self, changes: int) -> None:
+        if changes and self.on_clock_changes is not None:
+            self.on_clock_changes(changes)
 
     async def _failed(
-        self, err: ConnectorError, pages: int, new_events: int, transitions: list[Transition]
+        self, err: ConnectorError, pages: int, new_events: int, changes: int
     ) -> PollOutcome:
         self._failures += 1
         message = str(err)
@@ -224,7 +226,7 @@ class SourceRunner:
         if isinstance(err, RateLimited):
             # Being asked to wait is the API working as documented, not a failure.
             log.debug("source %s rate limited for %.1fs", self.name, retry_in)
-            return PollOutcome(pages, new_events, tuple(transitions), message, retry_in)
+            return PollOutcome(pages, new_events, changes, message, retry_in)
         try:
             started = await asyncio.to_thread(
                 self.store.record_failure,
@@ -241,4 +243,116 @@ class SourceRunner:
             started = False
         if started:
             log.warning("source %s failing: %s", self.name, message)
-        return PollOutcome(pages, new_events, tuple(transitions), message, retry_in)
+        return PollOutcome(pages, new_events, changes, message, retry_in)
+
+
+class _Chain:
+    """What one poll has stored and not evaluated yet, and who evaluates it.
+
+    A conversation spread over many pages of a backfill is evaluated once, not once per
+    page; a live poll (one page) is evaluated as it ends. Alone, the runner evaluates the
+    chain every ``evaluate_every`` events, from memory. With a helper
+    (:class:`EvaluationProcess`), the helper is given the chain's conversations whenever
+    it is idle, so the next pages are fetched and stored meanwhile; if it falls behind by
+    twice that many events, the runner evaluates them itself; at the end the two share
+    what is left, and the runner then evaluates whatever is still dirty.
+    """
+
+    def __init__(self, runner: SourceRunner, helper: EvaluationProcess | None) -> None:
+        self.runner = runner
+        self.helper = helper
+        self.events: list[Event] = []
+        self.pending = 0  # new events stored since the last evaluation
+        self.changes = 0
+        self.offloaded: asyncio.Future[int] | None = None
+
+    def add(self, result: IngestResult) -> None:
+        """Add what one ingest stored."""
+        self.events += result.events
+        self.pending += result.new_events
+
+    async def step(self) -> None:
+        """Evaluate, or hand over, the chain if it has grown long enough."""
+        every = self.runner.evaluate_every
+        if self.pending < every:
+            return
+        if self.helper is not None:
+            if self.offloaded is None or self.offloaded.done():
+                await self.settle()
+            if self.helper is not None and self.offloaded is None:
+                keys = sorted({(event.source, event.conversation) for event in self.events})
+                self._offload(self.helper, keys)
+                self.events, self.pending = [], 0
+                return
+            if self.pending < 2 * every:
+                return
+            await self._here(sweep=False)
+            return
+        await self._here(sweep=True)
+
+    async def finish(self) -> int:
+        """Evaluate what is left and everything else dirty; return all the changes."""
+        if self.helper is None:
+            await self.settle()
+            await self._here(sweep=True)
+            return self.changes
+        # The runner takes the last conversations from the front, from memory; the
+        # helper, once done with what it has, from the back: both end together.
+        fresh: dict[ConversationKey, list[Event]] = defaultdict(list)
+        for event in self.events:
+            fresh[(event.source, event.conversation)].append(event)
+        keys = sorted(fresh)
+        parts = deque(keys[at : at + FINISH_PART] for at in range(0, len(keys), FINISH_PART))
+        self.events, self.pending = [], 0
+
+        async def theirs() -> None:
+            await self.settle()
+            while self.helper is not None and parts:
+                self._offload(self.helper, parts.pop())
+                await self.settle()
+
+        async def mine() -> None:
+            while parts:
+                self.events = [event for key in parts.popleft() for event in fresh[key]]
+                await self._here(sweep=False)
+
+        await asyncio.gather(theirs(), mine())
+        # Then whatever the helper did not save, or another writer stored.
+        await self._here(sweep=True)
+        return self.changes
+
+    async def settle(self) -> None:
+        """Wait for the helper's evaluation in flight, if any, and count its changes.
+
+        If it failed, that is logged and the helper is not asked again in this poll:
+        what it did not evaluate is still dirty, and the runner evaluates it at the end.
+        """
+        if self.offloaded is None:
+            return
+        offloaded, self.offloaded = self.offloaded, None
+        try:
+            self.changes += await asyncio.shield(offloaded)
+        except (StorageError, BrokenProcessPool) as err:
+            log.warning("source %s: evaluating in a second process failed, evaluating "
+                        "here instead: %s", self.runner.name, str(err) or type(err).__name__)
+            self.helper = None
+
+    def _offload(self, helper: EvaluationProcess, keys: list[ConversationKey]) -> None:
+        self.offloaded = asyncio.ensure_future(
+            helper.evaluate_keys(keys, now=self.runner.now())
+        )
+
+    async def _here(self, *, sweep: bool) -> None:
+        """Evaluate the chain in this process (in a worker thread), from memory; with
+        ``sweep``, then every other dirty conversation of the source."""
+        runner, evaluator = self.runner, self.runner.evaluator
+        events, self.events, self.pending = self.events, [], 0
+        if sweep:
+            transitions = await asyncio.to_thread(
+                evaluator.evaluate_batch, events, now=runner.now(), source=runner.name
+            )
+        else:
+            transitions = await asyncio.to_thread(
+                evaluator.evaluate_fresh, events, now=runner.now()
+            )
+        self.changes += len(transitions)

@@ -7,7 +7,6 @@ they exercise exactly the same path from API page to stored clock.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ from monitor.config import Config
 from monitor.delivery import TICK_EVERY, DeliveryWorker
 from monitor.durations import format_duration
 from monitor.errors import ConnectorError, RateLimited, StorageError
-from monitor.events import ClockState, Transition
-from monitor.pipeline import Evaluator
+from monitor.events import ClockState
+from monitor.pipeline import EvaluationProcess, Evaluator
 from monitor.runner import SourceRunner, utc_now
 from monitor.scheduler import MonitorScheduler
 from monitor.storage import Store
@@ -34,21 +33,6 @@ EVALUATE_DIRTY_EVERY = 1.0
 """Seconds between two evaluations of conversations a board (or a crash) left dirty."""
 BACKFILL_MAX_WAIT = 120.0
 """Longest single wait a backfill accepts when a source asks it to slow down."""
-COLLECT_AFTER = 50_000
-"""Allocations between two passes of the cycle collector over young objects."""
-
-
-def tune_collector() -> None:
-    """Tune the cycle collector for a long-running pipeline (``run``, ``demo``, ``backfill``).
-
-    Each page parsed makes tens of thousands of short-lived dicts and lists, nearly all
-    freed by reference counting; with the defaults (a pass every 700 allocations, and
-    full passes over everything alive) collection took a fifth of an ingest
-    (benchmarks/ingest.py). What is alive after start-up (modules, config, calendars) is
-    frozen out of every pass, and young objects are collected every 50,000 allocations.
-    """
-    gc.freeze()
-    gc.set_threshold(COLLECT_AFTER, 20, 100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +54,12 @@ class Service:
         store: Store,
         *,
         now: Callable[[], datetime] = utc_now,
-        on_transitions: Callable[[Sequence[Transition]], None] | None = None,
+        on_clock_changes: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.now = now
-        self.on_transitions = on_transitions
+        self.on_clock_changes = on_clock_changes
         self.evaluator = Evaluator(config, store)
         self.runners: dict[str, SourceRunner] = {}
         self.scheduler: MonitorScheduler | None = None
@@ -96,7 +80,7 @@ class Service:
             self.runners[settings.name] = SourceRunner(
                 settings, connector, self.store, self.evaluator, self._session,
                 lookback=self.config.monitor.lookback, now=self.now,
-                on_transitions=self.on_transitions,
+                on_clock_changes=self.on_clock_changes,
             )
         return self
 
@@ -161,8 +145,8 @@ class Service:
                     transitions = await asyncio.to_thread(
                         self.evaluator.evaluate_dirty, now=self.now(), source=source
                     )
-                    if transitions and self.on_transitions is not None:
-                        self.on_transitions(transitions)
+                    if transitions and self.on_clock_changes is not None:
+                        self.on_clock_changes(len(transitions))
             except StorageError as err:
                 if not self._dirty_failing:  # once when it starts failing, not every second
                     log.warning("evaluating dirty conversations failed: %s", err)
@@ -180,20 +164,34 @@ class Service:
     async def backfill(self, since: datetime, *, sources: Sequence[str] = ()) -> dict[str, int]:
         """Load every source's history from ``since`` through the live polling path.
 
+        Long chains of pages are evaluated in a second process meanwhile
+        (:class:`EvaluationProcess`), unless the store lives in this process's memory.
         Returns the number of new events stored per source.
         """
         chosen = [self.runners[name] for name in (sources or self.runners)]
-        results = await asyncio.gather(*(self._backfill_one(r, since) for r in chosen))
+        url = self.store.shared_url
+        helper = None if url is None else EvaluationProcess(self.config, url)
+        try:
+            results = await asyncio.gather(
+                *(self._backfill_one(runner, since, helper) for runner in chosen)
+            )
+        finally:
+            if helper is not None:
+                await asyncio.to_thread(helper.close)
+                log.info("backfill: %d conversations evaluated in a second process",
+                         helper.given)
         return {runner.name: count for runner, count in zip(chosen, results, strict=True)}
 
-    async def _backfill_one(self, runner: SourceRunner, since: datetime) -> int:
+    async def _backfill_one(
+        self, runner: SourceRunner, since: datetime, helper: EvaluationProcess | None
+    ) -> int:
         total = 0
-        outcome = await runner.poll_once(since=since)
+        outcome = await runner.poll_once(since=since, helper=helper)
         total += outcome.new_events
         while outcome.retry_in is not None and (outcome.error is None or "rate limited" in
                                                  outcome.error):
             await asyncio.sleep(min(outcome.retry_in, BACKFILL_MAX_WAIT))
-            outcome = await runner.poll_once()
+            outcome = await runner.poll_once(helper=helper)
             total += outcome.new_events
         if outcome.error is not None:
             log.warning("backfill of %s stopped: %s", runner.name, outcome.error)

@@ -100,14 +100,15 @@ async def test_breach_confirmed_by_deadline_refresh_not_the_next_poll(tmp_path: 
             "policies": [{"name": "social", "first_response": "3s"}],
         })
         breaches: list[Transition] = []
-
-        def collect(transitions: object) -> None:
-            breaches.extend(t for t in transitions  # type: ignore[attr-defined]
-                            if t.clock.state is ClockState.BREACHED)
-
         world.post(customer, "@acme anyone there?", at=datetime.now(UTC))
         with Store.open(f"sqlite:///{tmp_path}/rw.db") as store:
-            async with Service(config, store, on_transitions=collect) as service:
+
+            def collect(changes: int) -> None:
+                assert changes > 0
+                breaches.extend(t for t in store.transitions()
+                                if t.clock.state is ClockState.BREACHED)
+
+            async with Service(config, store, on_clock_changes=collect) as service:
                 service.start()
                 await _wait_for(lambda: bool(breaches), 10)
             breach = breaches[0]

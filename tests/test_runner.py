@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from connectors.fakes.mastodon import MastodonFake, MastodonWorld
 from connectors.fakes.zendesk import ZendeskFake, ZendeskWorld
 from monitor.config import Config, parse_config
 from monitor.events import Actor, ClockState, Event, EventKind, Metric, Status
-from monitor.pipeline import Evaluator
+from monitor.pipeline import EvaluationProcess, Evaluator
 from monitor.runner import SourceRunner
 from monitor.storage import Store
 
@@ -270,3 +271,101 @@ def test_evaluate_batch_saves_what_evaluate_dirty_saves(tmp_path: Path) -> None:
     assert {c.conversation for c in clocks} == {"old", "a", "b"}
     assert transitions
     assert dirty == []
+
+
+async def _desk_backfill(
+    tmp_path: Path, session: aiohttp.ClientSession, name: str, *,
+    helper_url: str | None = None,
+) -> tuple[Rig, int, int]:
+    """Backfill 40 Zendesk tickets over many small pages, evaluating every 12 events;
+    return the rig, the poll's changes and the conversations given to a helper process
+    opened on ``helper_url`` (None: no helper)."""
+    clock = SteppedClock(START)
+    world = ZendeskWorld(now=clock)
+    fake = ZendeskFake(world, rate_limit=None, event_page_size=9)
+    customer = world.add_user("Dana", "end-user")
+    agent = world.add_user("Kim", "agent")
+    for number in range(40):
+        at = START - timedelta(hours=6) + timedelta(minutes=7 * number)
+        ticket = world.create_ticket(requester_id=customer, subject=f"t{number}", body="help",
+                                     at=at)
+        if number % 3:  # a third go unanswered, some answered late
+            world.add_comment(ticket, author_id=agent, body="on it", public=True,
+                              at=at + timedelta(minutes=4 * (number % 5)))
+    async with serve(fake.app()) as url:
+        folder = tmp_path / name
+        folder.mkdir()
+        rig = await _rig({"name": "desk", "kind": "zendesk", "subdomain": "acme",
+                          "email": "ops@acme.example", "token": "fake-token", "base_url": url,
+                          "requests_per_minute": 1000}, clock, folder, session)
+        rig.runner.evaluate_every = 12
+        helper = None if helper_url is None else EvaluationProcess(rig.config, helper_url)
+        try:
+            outcome = await rig.runner.poll_once(since=START - timedelta(days=1), helper=helper)
+        finally:
+            if helper is not None:
+                helper.close()
+    assert outcome.error is None
+    assert outcome.pages > 10
+    return rig, outcome.changes, 0 if helper is None else helper.given
+
+
+def _clocks(store: Store) -> list[tuple[Any, ...]]:
+    """Every stored clock, as what a reader of the board or a report sees of it."""
+    return sorted((c.conversation, c.metric, c.cycle, c.state, c.due_at, c.stopped_at)
+                  for c in store.clocks())
+
+
+def _assert_transitions_tell_the_story(store: Store) -> None:
+    """Each clock's transitions start from nothing, each from the state the one before
+    reached, and end in the clock's stored state: no step is missing or goes back."""
+    chains: dict[tuple[str, Metric, int], list[Any]] = {}
+    for t in sorted(store.transitions(), key=lambda t: t.at):
+        chains.setdefault((t.clock.conversation, t.clock.metric, t.clock.cycle), []).append(t)
+    assert sorted(chains) == sorted((c.conversation, c.metric, c.cycle) for c in store.clocks())
+    states = {(c.conversation, c.metric, c.cycle): c.state for c in store.clocks()}
+    for key, chain in chains.items():
+        assert chain[0].previous is None, key
+        for before, after in itertools.pairwise(chain):
+            assert after.previous is before.clock.state, key
+        assert chain[-1].clock.state is states[key], key
+
+
+async def test_backfill_evaluated_alongside_saves_what_one_process_saves(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """A second process evaluating a long chain while the runner stores it leaves the
+    clocks the runner alone leaves, nothing dirty, and transitions without a lie."""
+    alone, alone_changes, _ = await _desk_backfill(tmp_path, session, "alone")
+    url = f"sqlite:///{tmp_path}/helped/rw.db"
+    helped, helped_changes, given = await _desk_backfill(tmp_path, session, "helped",
+                                                         helper_url=url)
+    assert given > 0
+    assert _clocks(helped.store) == _clocks(alone.store)
+    assert len(helped.clocks()) == 40
+    assert helped.store.dirty_conversations() == alone.store.dirty_conversations() == []
+    for rig, changes in ((alone, alone_changes), (helped, helped_changes)):
+        _assert_transitions_tell_the_story(rig.store)
+        assert changes == len(rig.store.transitions())
+    for rig in (alone, helped):
+        rig.store.close()
+
+
+async def test_backfill_evaluates_here_when_the_second_process_fails(
+    tmp_path: Path, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A helper that cannot open the store is logged, and the runner evaluates it all."""
+    alone, _, _ = await _desk_backfill(tmp_path, session, "alone")
+    missing = f"sqlite:///{tmp_path}/nowhere/rw.db"  # a folder that does not exist
+    with caplog.at_level(logging.WARNING):
+        helped, changes, given = await _desk_backfill(tmp_path, session, "helped",
+                                                      helper_url=missing)
+    assert given > 0
+    failures = [r for r in caplog.records if "second process failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert _clocks(helped.store) == _clocks(alone.store)
+    assert helped.store.dirty_conversations() == []
+    _assert_transitions_tell_the_story(helped.store)
+    assert changes == len(helped.store.transitions())
+    for rig in (alone, helped):
+        rig.store.close()

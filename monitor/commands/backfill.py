@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Backfill the chosen sources and print what each stored."""
-    from monitor.service import tune_collector
+    from monitor.pipeline import tune_collector
 
     config = load(args)
     tune_collector()

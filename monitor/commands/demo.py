@@ -8,12 +8,11 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from monitor.commands._common import duration_arg, until_stopped
-from monitor.events import Transition
 from monitor.runner import utc_now
 from monitor.storage import Store
 
@@ -50,7 +49,7 @@ def _source_kinds(text: str) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Serve the fakes, load a week of history, then run live."""
-    from monitor.service import tune_collector
+    from monitor.pipeline import tune_collector
 
     tune_collector()
     return asyncio.run(_demo(args))
@@ -83,7 +82,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 from monitor.tui.app import open_board
 
                 board = open_board(config, store, args.duration)
-            async with Service(config, store, on_transitions=_notifier(board)) as service:
+            async with Service(config, store, on_clock_changes=_notifier(board)) as service:
                 loaded = await service.backfill(now - timedelta(days=8))
                 print("replywatch demo: backfilled " + ", ".join(
                     f"{name} {count} events" for name, count in loaded.items()), flush=True)
@@ -103,7 +102,7 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _notifier(board: BoardApp | None) -> Callable[[Sequence[Transition]], None] | None:
+def _notifier(board: BoardApp | None) -> Callable[[int], None] | None:
     """The pipeline's callback waking the board, if there is one."""
     if board is None:
         return None

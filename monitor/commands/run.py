@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from monitor.commands._common import duration_arg, load, open_store, until_stopped
 from monitor.config import Config
-from monitor.events import Transition
 from monitor.storage import Store
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Poll every enabled source until stopped."""
-    from monitor.service import tune_collector
+    from monitor.pipeline import tune_collector
 
     config = load(args)
     with open_store(args, config) as store:
@@ -51,7 +50,7 @@ async def _run(config: Config, store: Store, args: argparse.Namespace) -> int:
 
         board = open_board(config, store, args.duration)
     async with (
-        Service(config, store, on_transitions=_notifier(board)) as service,
+        Service(config, store, on_clock_changes=_notifier(board)) as service,
         cluster_worker(service) as worker,
     ):
         # On PostgreSQL the worker polls its share of the sources; alone, all of them.
@@ -66,7 +65,7 @@ async def _run(config: Config, store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _notifier(board: BoardApp | None) -> Callable[[Sequence[Transition]], None] | None:
+def _notifier(board: BoardApp | None) -> Callable[[int], None] | None:
     """The pipeline's callback waking the board, if there is one."""
     if board is None:
         return None

@@ -38,7 +38,6 @@ from textual.worker import get_current_worker
 
 from monitor.config import Config
 from monitor.errors import ReplywatchError
-from monitor.events import Transition
 from monitor.storage import ConversationKey, Store
 from monitor.storage.board import (
     QueueFilter,
@@ -737,13 +736,13 @@ def open_board(config: Config, store: Store, stop_after: float | None = None) ->
     return BoardApp(store, zone=ZoneInfo(config.monitor.timezone), stop_after=stop_after)
 
 
-def board_notifier(app: BoardApp | None) -> Callable[[Sequence[Transition]], None] | None:
-    """Return the pipeline's ``on_transitions`` callback that wakes ``app`` (None: none)."""
+def board_notifier(app: BoardApp | None) -> Callable[[int], None] | None:
+    """Return the pipeline's ``on_clock_changes`` callback that wakes ``app`` (None: none)."""
     if app is None:
         return None
 
-    def notify(transitions: Sequence[Transition]) -> None:
-        app.post_message(ClocksChanged(len(transitions)))
+    def notify(changes: int) -> None:
+        app.post_message(ClocksChanged(changes))
 
     return notify
 
