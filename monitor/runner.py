@@ -13,8 +13,9 @@ its health (last success, last error, degraded) is stored for the board and ``ch
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -47,8 +48,8 @@ FATAL_RETRY = 300.0
 MAX_BACKOFF = 300.0
 EVALUATE_EVERY_EVENTS = 50_000
 """During a long chain of pages, stored events are evaluated at least this often."""
-FINISH_PART = 1000
-"""Conversations in one part of a chain's end, shared between the runner and its helper."""
+CHAIN_PART = 1000
+"""Conversations a runner gives its helper at a time, and the parts of a chain's end."""
 
 
 def utc_now() -> datetime:
@@ -153,8 +154,9 @@ class SourceRunner:
             changes += len(await asyncio.to_thread(self._evaluate_due))
             self._publish(changes)
             return await self._failed(err, pages, new_events, changes)
-        finally:
+        except BaseException:
             await chain.settle()  # interrupted: the helper's evaluation ends before the lock
+            raise
         changes = await chain.finish()
         if state.failing_since is not None:
             log.info("source %s recovered after failing since %s", self.name,
@@ -252,23 +254,32 @@ class _Chain:
     A conversation spread over many pages of a backfill is evaluated once, not once per
     page; a live poll (one page) is evaluated as it ends. Alone, the runner evaluates the
     chain every ``evaluate_every`` events, from memory. With a helper
-    (:class:`EvaluationProcess`), the helper is given the chain's conversations whenever
-    it is idle, so the next pages are fetched and stored meanwhile; if it falls behind by
-    twice that many events, the runner evaluates them itself; at the end the two share
-    what is left, and the runner then evaluates whatever is still dirty.
+    (:class:`EvaluationProcess`), once the chain is that long the helper is given its
+    oldest conversations, a part at a time, whenever it is idle, so the next pages are
+    fetched and stored meanwhile; if the chain grows to twice that many events, the
+    runner evaluates it itself; at the end the two share what is left, and the runner
+    then evaluates whatever is still dirty.
     """
 
     def __init__(self, runner: SourceRunner, helper: EvaluationProcess | None) -> None:
         self.runner = runner
         self.helper = helper
-        self.events: list[Event] = []
-        self.pending = 0  # new events stored since the last evaluation
+        # Events stored and not evaluated yet, by conversation, oldest conversation first.
+        self.fresh: dict[ConversationKey, list[Event]] = {}
+        self.pending = 0  # new events stored and not evaluated (or given) yet
         self.changes = 0
         self.offloaded: asyncio.Future[int] | None = None
 
     def add(self, result: IngestResult) -> None:
         """Add what one ingest stored."""
-        self.events += result.events
+        fresh = self.fresh
+        for event in result.events:
+            key = (event.source, event.conversation)
+            events = fresh.get(key)
+            if events is None:
+                fresh[key] = [event]
+            else:
+                events.append(event)
         self.pending += result.new_events
 
     async def step(self) -> None:
@@ -276,34 +287,27 @@ class _Chain:
         every = self.runner.evaluate_every
         if self.pending < every:
             return
-        if self.helper is not None:
-            if self.offloaded is None or self.offloaded.done():
-                await self.settle()
-            if self.helper is not None and self.offloaded is None:
-                keys = sorted({(event.source, event.conversation) for event in self.events})
-                self._offload(self.helper, keys)
-                self.events, self.pending = [], 0
-                return
-            if self.pending < 2 * every:
-                return
-            await self._here(sweep=False)
-            return
-        await self._here(sweep=True)
+        if self.helper is not None and (self.offloaded is None or self.offloaded.done()):
+            await self.settle()
+        if self.helper is None:
+            await self._here(self._take(len(self.fresh)), sweep=True)
+        elif self.offloaded is None:
+            # A part at a time, oldest conversations first: they are the likeliest to
+            # be complete, and a small part in flight keeps the chain's end balanced.
+            self._offload(self.helper, self._take(CHAIN_PART))
+        elif self.pending >= 2 * every:
+            await self._here(self._take(len(self.fresh)), sweep=False)
 
     async def finish(self) -> int:
         """Evaluate what is left and everything else dirty; return all the changes."""
         if self.helper is None:
-            await self.settle()
-            await self._here(sweep=True)
+            await self._here(self._take(len(self.fresh)), sweep=True)
             return self.changes
-        # The runner takes the last conversations from the front, from memory; the
-        # helper, once done with what it has, from the back: both end together.
-        fresh: dict[ConversationKey, list[Event]] = defaultdict(list)
-        for event in self.events:
-            fresh[(event.source, event.conversation)].append(event)
-        keys = sorted(fresh)
-        parts = deque(keys[at : at + FINISH_PART] for at in range(0, len(keys), FINISH_PART))
-        self.events, self.pending = [], 0
+        # The runner takes the last parts from the front, from memory; the helper, once
+        # done with what it has, from the back: both end together.
+        parts: deque[dict[ConversationKey, list[Event]]] = deque()
+        while self.fresh:
+            parts.append(self._take(CHAIN_PART))
 
         async def theirs() -> None:
             await self.settle()
@@ -313,13 +317,23 @@ class _Chain:
 
         async def mine() -> None:
             while parts:
-                self.events = [event for key in parts.popleft() for event in fresh[key]]
-                await self._here(sweep=False)
+                await self._here(parts.popleft(), sweep=False)
 
         await asyncio.gather(theirs(), mine())
         # Then whatever the helper did not save, or another writer stored.
-        await self._here(sweep=True)
+        await self._here({}, sweep=True)
         return self.changes
+
+    def _take(self, count: int) -> dict[ConversationKey, list[Event]]:
+        """Remove the ``count`` oldest conversations from the chain and return them."""
+        fresh = self.fresh
+        taken = {key: fresh[key] for key in itertools.islice(fresh, count)}
+        for key, events in taken.items():
+            del fresh[key]
+            self.pending -= len(events)
+        if not fresh:
+            self.pending = 0  # events another writer stored first are not in memory
+        return taken
 
     async def settle(self) -> None:
         """Wait for the helper's evaluation in flight, if any, and count its changes.
@@ -337,16 +351,18 @@ class _Chain:
                         "here instead: %s", self.runner.name, str(err) or type(err).__name__)
             self.helper = None
 
-    def _offload(self, helper: EvaluationProcess, keys: list[ConversationKey]) -> None:
+    def _offload(
+        self, helper: EvaluationProcess, part: dict[ConversationKey, list[Event]]
+    ) -> None:
         self.offloaded = asyncio.ensure_future(
-            helper.evaluate_keys(keys, now=self.runner.now())
+            helper.evaluate_keys(sorted(part), now=self.runner.now())
         )
 
-    async def _here(self, *, sweep: bool) -> None:
-        """Evaluate the chain in this process (in a worker thread), from memory; with
+    async def _here(self, part: dict[ConversationKey, list[Event]], *, sweep: bool) -> None:
+        """Evaluate ``part`` in this process (in a worker thread), from memory; with
         ``sweep``, then every other dirty conversation of the source."""
         runner, evaluator = self.runner, self.runner.evaluator
-        events, self.events, self.pending = self.events, [], 0
+        events = [event for events in part.values() for event in events]
         if sweep:
             transitions = await asyncio.to_thread(
                 evaluator.evaluate_batch, events, now=runner.now(), source=runner.name
