@@ -345,11 +345,14 @@ class _Chain:
             return
         offloaded, self.offloaded = self.offloaded, None
         try:
-            self.changes += await asyncio.shield(offloaded)
+            changes = await asyncio.shield(offloaded)
         except (StorageError, BrokenProcessPool) as err:
             log.warning("source %s: evaluating in a second process failed, evaluating "
                         "here instead: %s", self.runner.name, str(err) or type(err).__name__)
             self.helper = None
+            return
+        # Not `self.changes += await ...`: the runner's share may add to it meanwhile.
+        self.changes += changes
 
     def _offload(
         self, helper: EvaluationProcess, part: dict[ConversationKey, list[Event]]
