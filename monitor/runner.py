@@ -346,7 +346,7 @@ class _Chain:
         offloaded, self.offloaded = self.offloaded, None
         try:
             changes = await asyncio.shield(offloaded)
-        except (StorageError, BrokenProcessPool) as err:
+        except (StorageError, BrokenProcessPool, OSError) as err:
             log.warning("source %s: evaluating in a second process failed, evaluating "
                         "here instead: %s", self.runner.name, str(err) or type(err).__name__)
             self.helper = None

@@ -170,7 +170,11 @@ class Service:
         """
         chosen = [self.runners[name] for name in (sources or self.runners)]
         url = self.store.shared_url
-        helper = None if url is None else EvaluationProcess(self.config, url)
+        helper = None
+        try:
+            helper = None if url is None else EvaluationProcess(self.config, url)
+        except OSError as err:  # the process cannot start: evaluate here
+            log.warning("backfill: cannot start a second process, evaluating here: %s", err)
         try:
             results = await asyncio.gather(
                 *(self._backfill_one(runner, since, helper) for runner in chosen)
