@@ -14,8 +14,7 @@ import asyncio
 import gc
 import multiprocessing
 import signal
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 
@@ -135,25 +134,21 @@ class Evaluator:
         return transitions
 
     def evaluate_batch(
-        self, events: Iterable[Event], *, now: datetime, source: str | None = None
+        self,
+        fresh: Mapping[ConversationKey, Sequence[Event]],
+        *,
+        now: datetime,
+        source: str | None = None,
     ) -> list[Transition]:
         """:meth:`evaluate_dirty`, taking the events of ingests still in memory as read.
 
-        ``events`` are what a chain of ingests stored (``IngestResult.events``): their
-        conversations are evaluated without reading back what is in memory
-        (:meth:`evaluate_fresh`), then every other dirty conversation (of ``source``) as
-        by :meth:`evaluate_dirty`.
+        ``fresh`` holds what a chain of ingests stored (``IngestResult.events``), by
+        conversation: those conversations are evaluated without reading back what is in
+        memory, then every other dirty conversation (of ``source``) as by
+        :meth:`evaluate_dirty`.
         """
-        transitions = self.evaluate_fresh(events, now=now)
+        transitions = self.evaluate_keys(sorted(fresh), now=now, fresh=fresh)
         return transitions + self.evaluate_dirty(now=now, source=source)
-
-    def evaluate_fresh(self, events: Iterable[Event], *, now: datetime) -> list[Transition]:
-        """Evaluate the conversations of ``events``, events a chain of ingests stored
-        (``IngestResult.events``), without reading back what is in memory."""
-        fresh: dict[ConversationKey, list[Event]] = defaultdict(list)
-        for event in events:
-            fresh[(event.source, event.conversation)].append(event)
-        return self.evaluate_keys(sorted(fresh), now=now, fresh=fresh)
 
     def evaluate_due(self, source: str, *, now: datetime) -> list[Transition]:
         """Evaluate the conversations whose clocks reach a warning or deadline by ``now``."""

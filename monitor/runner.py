@@ -365,13 +365,12 @@ class _Chain:
         """Evaluate ``part`` in this process (in a worker thread), from memory; with
         ``sweep``, then every other dirty conversation of the source."""
         runner, evaluator = self.runner, self.runner.evaluator
-        events = [event for events in part.values() for event in events]
         if sweep:
             transitions = await asyncio.to_thread(
-                evaluator.evaluate_batch, events, now=runner.now(), source=runner.name
+                evaluator.evaluate_batch, part, now=runner.now(), source=runner.name
             )
         else:
             transitions = await asyncio.to_thread(
-                evaluator.evaluate_fresh, events, now=runner.now()
+                evaluator.evaluate_keys, sorted(part), now=runner.now(), fresh=part
             )
         self.changes += len(transitions)

@@ -261,7 +261,10 @@ def test_evaluate_batch_saves_what_evaluate_dirty_saves(tmp_path: Path) -> None:
             chain += store.ingest("desk", page, {"page": number}, now, now=now).events
         evaluator = Evaluator(config, store)
         if way == "batch":
-            transitions = evaluator.evaluate_batch(chain, now=now, source="desk")
+            fresh: dict[tuple[str, str], list[Event]] = {}
+            for event in chain:
+                fresh.setdefault((event.source, event.conversation), []).append(event)
+            transitions = evaluator.evaluate_batch(fresh, now=now, source="desk")
         else:
             transitions = evaluator.evaluate_dirty(now=now, source="desk")
         results[way] = (transitions, store.clocks(), store.dirty_conversations())

@@ -962,11 +962,15 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
                 raise ValueError(f"duplicate clock in the evaluation of {record.key!r}")
         summaries = [self._summary_row(record, now) for record in records]
         updated_at = self._codec.to_driver(now)
-        clock_rows = [
-            self._codec.clock_row(clock, updated_at, record.conversation.channel)
-            for record in records
-            for clock in record.clocks
-        ]
+
+        def rows_of(records: Sequence[EvaluationRecord]) -> list[tuple[Any, ...]]:
+            return [
+                self._codec.clock_row(clock, updated_at, record.conversation.channel)
+                for record in records
+                for clock in record.clocks
+            ]
+
+        clock_rows = rows_of(records)
         with self._seen_lock:
             seen = {key: self._seen_seq.pop(key, -1) for key in keys}
         for summary in summaries:
@@ -985,11 +989,7 @@ class Store(OutboxQueries, BoardQueries, ReportQueries, ClusterQueries):
             if stale:
                 records = [r for r, key in zip(records, keys, strict=True) if key not in stale]
                 summaries = [s for s in summaries if (s["source"], s["conversation"]) not in stale]
-                clock_rows = [
-                    self._codec.clock_row(clock, updated_at, record.conversation.channel)
-                    for record in records
-                    for clock in record.clocks
-                ]
+                clock_rows = rows_of(records)
                 keys = [key for key in keys if key not in stale]
             previous: dict[tuple[str, str, str, int], ClockState] = {}
             # Breaches stored as still waiting for their reply: if one stops now, the
